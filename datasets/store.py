@@ -25,8 +25,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import polars as pl
-
-from kernelcast.exceptions import InvalidParameterError, SchemaVersionError
 from kernelcast.measurement.records import (
     ROW_COLUMNS,
     SCHEMA_VERSION,
@@ -34,6 +32,8 @@ from kernelcast.measurement.records import (
     record_to_row,
     row_to_record,
 )
+
+from kernelcast.exceptions import InvalidParameterError, SchemaVersionError
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from kernelcast.measurement.records import Scalar, canonical_json
 
 from kernelcast.exceptions import InvalidParameterError
-from kernelcast.measurement.records import Scalar, canonical_json
 
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
 """Element types the built-in families know; each family lists the ones it supports."""

@@ -1,0 +1,181 @@
+"""Jobs that run inside worker processes: compile a candidate, or check and time it.
+
+Each job takes a plain-dict payload and returns a plain dict, so both cross the process boundary safely.
+A failure the job understands (compile error, out of resources, wrong output) is returned as a status; a
+failure that leaves the CUDA context unusable is raised as :class:`FatalJobError` so the worker is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from kernelcast.measurement.families import Family, load_family_ref
+from kernelcast.measurement.fingerprint import device_fingerprint, interpreter_fingerprint, telemetry
+from kernelcast.measurement.protocol import Protocol, time_kernel
+from kernelcast.measurement.records import Status
+from kernelcast.measurement.space import Problem
+from kernelcast.measurement.worker import FatalJobError
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def interpreting() -> bool:
+    """Whether this process runs Triton through its CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _family(ref: str) -> Family:
+    if ref not in _FAMILIES:
+        _FAMILIES[ref] = load_family_ref(ref)
+    return _FAMILIES[ref]
+
+
+def _problem(payload: dict[str, Any]) -> Problem:
+    p = payload["problem"]
+    return Problem(dims=p["dims"], dtype=p["dtype"], options=p.get("options", {}))
+
+
+def classify_exception(exc: BaseException) -> Status:
+    """Map an exception raised while compiling or launching a Triton kernel to a record status."""
+    from triton.compiler.errors import CompilationError
+    from triton.runtime.errors import OutOfResources
+
+    if isinstance(exc, OutOfResources):
+        return Status.OUT_OF_RESOURCES
+    if isinstance(exc, CompilationError):
+        return Status.COMPILE_ERROR
+    text = str(exc).lower()
+    if "out of resource" in text or "out of memory" in text:
+        return Status.OUT_OF_RESOURCES
+    return Status.RUNTIME_ERROR
+
+
+def gpu_init() -> None:
+    """Worker initializer: create the CUDA context up front, so start-up cost is not charged to a job."""
+    import torch
+
+    if not interpreting():
+        torch.empty(1, device="cuda")
+
+
+def fingerprint_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return the device fingerprint seen by this worker."""
+    return interpreter_fingerprint() if interpreting() else device_fingerprint(0)
+
+
+def compile_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Compile one candidate without launching it; report status, compiler metadata and compile time (ms)."""
+    family = _family(payload["family_ref"])
+    problem = _problem(payload)
+    t0 = time.perf_counter()
+    try:
+        kernels = family.compile(payload["variant"], payload["config"], problem)
+        info = compiled_info(kernels)
+    except Exception as exc:  # noqa: BLE001 - every compile failure becomes a record
+        return {"status": classify_exception(exc).value, "error": f"{type(exc).__name__}: {exc}"[:4000],
+                "compile_time_ms": (time.perf_counter() - t0) * 1e3}
+    return {"status": Status.OK.value, "compiled": info, "compile_time_ms": (time.perf_counter() - t0) * 1e3}
+
+
+def compiled_info(kernels: list[Any]) -> dict[str, int | None]:
+    """Registers, spills and shared memory of compiled kernels (the largest over a variant's kernels).
+
+    Loading the binary (``_init_handles``) is what raises Triton's ``OutOfResources`` when a kernel needs more
+    shared memory than the device has, so this also detects that before any GPU time is spent.
+    """
+    regs: list[int] = []
+    spills: list[int] = []
+    shared: list[int] = []
+    for kernel in kernels:
+        kernel._init_handles()
+        regs.append(int(kernel.n_regs))
+        spills.append(int(kernel.n_spills))
+        shared.append(int(kernel.metadata.shared))
+    first = kernels[0].metadata if kernels else None
+    return {
+        "n_regs": max(regs) if regs else None,
+        "n_spills": max(spills) if spills else None,
+        "shared_bytes": max(shared) if shared else None,
+        "num_warps": int(first.num_warps) if first is not None else None,
+        "num_stages": int(first.num_stages) if first is not None else None,
+    }
+
+
+def _poison(out: Any) -> None:
+    if out.is_floating_point():
+        out.fill_(float("nan"))
+    else:
+        out.fill_(-1)
+
+
+def run_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Check one candidate against the reference, then time it (unless interpreting).
+
+    Returns a dict with ``status``, ``samples_ms``, ``error`` and ``check`` (max abs and relative-norm error).
+    """
+    import torch
+
+    family = _family(payload["family_ref"])
+    problem = _problem(payload)
+    protocol = Protocol(**payload["protocol"])
+    variant, config = payload["variant"], payload["config"]
+    device = "cpu" if interpreting() else "cuda"
+    t0 = time.perf_counter()
+
+    inputs = family.make_inputs(problem, device=device, seed=int(payload["seed"]))
+    out = family.new_output(problem, inputs)
+    _poison(out)
+
+    def launch() -> None:
+        family.launch(variant, config, problem, inputs, out)
+
+    try:
+        launch()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    except Exception as exc:  # noqa: BLE001 - launch failures become records
+        _raise_if_context_lost(exc)
+        return {"status": classify_exception(exc).value, "error": f"{type(exc).__name__}: {exc}"[:4000],
+                "gpu_s": time.perf_counter() - t0}
+
+    check: dict[str, float] = {}
+    if protocol.check:
+        ref = family.reference(problem, inputs).float()
+        got = out.float()
+        unwritten = int(torch.isnan(got).sum())
+        if unwritten:
+            return {"status": Status.INCORRECT.value, "gpu_s": time.perf_counter() - t0,
+                    "error": f"{unwritten} of {got.numel()} output elements were not written (still NaN)"}
+        atol, rtol = family.tolerance(problem.dtype)
+        diff = (got - ref).abs()
+        check = {"max_abs_err": float(diff.max()),
+                 "rel_norm_err": float(torch.linalg.vector_norm(got - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-30))}
+        if not torch.allclose(got, ref, atol=atol, rtol=rtol):
+            return {"status": Status.INCORRECT.value, "check": check, "gpu_s": time.perf_counter() - t0,
+                    "error": f"output differs from the reference: max abs error {check['max_abs_err']:.3g}, "
+                             f"relative norm error {check['rel_norm_err']:.3g} (atol={atol}, rtol={rtol})"}
+    if device == "cpu":
+        return {"status": Status.OK.value, "samples_ms": [], "check": check, "gpu_s": 0.0}
+    try:
+        samples = time_kernel(launch, protocol, l2_bytes=int(payload.get("l2_bytes") or 50 * 2**20))
+    except Exception as exc:  # noqa: BLE001
+        _raise_if_context_lost(exc)
+        return {"status": classify_exception(exc).value, "error": f"{type(exc).__name__}: {exc}"[:4000],
+                "gpu_s": time.perf_counter() - t0}
+    return {"status": Status.OK.value, "samples_ms": samples, "check": check, "gpu_s": time.perf_counter() - t0,
+            "telemetry": telemetry(0) if payload.get("telemetry", True) else {}}
+
+
+def _raise_if_context_lost(exc: BaseException) -> None:
+    """A CUDA error such as an illegal address poisons the context: report it and replace the worker."""
+    import torch
+
+    if not torch.cuda.is_available() or interpreting():
+        return
+    try:
+        torch.cuda.synchronize()
+        torch.zeros(1, device="cuda").add_(1).item()
+    except Exception:  # noqa: BLE001
+        raise FatalJobError(f"{type(exc).__name__}: {exc}"[:4000], kind=classify_exception(exc).value) from exc
