@@ -23,8 +23,10 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
+from kernelcast.datasets._parquet import polars_schema, read_column_tuples, write_rows
+from kernelcast.exceptions import InvalidParameterError, SchemaVersionError
 from kernelcast.measurement.records import (
     ROW_COLUMNS,
     SCHEMA_VERSION,
@@ -33,62 +35,63 @@ from kernelcast.measurement.records import (
     row_to_record,
 )
 
-from kernelcast.exceptions import InvalidParameterError, SchemaVersionError
+if TYPE_CHECKING:
+    import polars as pl
 
 logger = logging.getLogger(__name__)
 
 KEY_COLUMNS: tuple[str, ...] = ("source_hash", "config_json", "problem_json", "dtype", "device")
 """Columns that identify a candidate on a device; a store holds at most one record per key."""
 
-RECORD_SCHEMA: dict[str, pl.DataType] = {
-    "schema_version": pl.Int32(),
-    "family": pl.String(),
-    "variant": pl.String(),
-    "source_hash": pl.String(),
-    "config_json": pl.String(),
-    "problem_json": pl.String(),
-    "dtype": pl.String(),
-    "device": pl.String(),
-    "status": pl.String(),
-    "time_ms": pl.Float64(),
-    "samples_ms": pl.List(pl.Float64()),
-    "mean_ms": pl.Float64(),
-    "min_ms": pl.Float64(),
-    "max_ms": pl.Float64(),
-    "iqr_ms": pl.Float64(),
-    "cv": pl.Float64(),
-    "rse_median": pl.Float64(),
-    "n_samples": pl.Int32(),
-    "n_regs": pl.Int32(),
-    "n_spills": pl.Int32(),
-    "shared_bytes": pl.Int64(),
-    "num_warps": pl.Int32(),
-    "num_stages": pl.Int32(),
-    "compile_time_ms": pl.Float64(),
-    "error": pl.String(),
-    "protocol_json": pl.String(),
-    "fingerprint_json": pl.String(),
-    "origin": pl.String(),
-    "created_at": pl.String(),
+RECORD_TYPES: dict[str, str] = {
+    "schema_version": "i32",
+    "family": "str",
+    "variant": "str",
+    "source_hash": "str",
+    "config_json": "str",
+    "problem_json": "str",
+    "dtype": "str",
+    "device": "str",
+    "status": "str",
+    "time_ms": "f64",
+    "samples_ms": "list_f64",
+    "mean_ms": "f64",
+    "min_ms": "f64",
+    "max_ms": "f64",
+    "iqr_ms": "f64",
+    "cv": "f64",
+    "rse_median": "f64",
+    "n_samples": "i32",
+    "n_regs": "i32",
+    "n_spills": "i32",
+    "shared_bytes": "i64",
+    "num_warps": "i32",
+    "num_stages": "i32",
+    "compile_time_ms": "f64",
+    "error": "str",
+    "protocol_json": "str",
+    "fingerprint_json": "str",
+    "origin": "str",
+    "created_at": "str",
 }
-assert tuple(RECORD_SCHEMA) == ROW_COLUMNS  # noqa: S101 - import-time consistency of two constants
+"""Stored column types, in :data:`~kernelcast.measurement.records.ROW_COLUMNS` order."""
+if tuple(RECORD_TYPES) != ROW_COLUMNS:  # pragma: no cover - guards two constants kept in step
+    raise ImportError("datasets.store.RECORD_TYPES is out of step with measurement.records.ROW_COLUMNS")
 
-SOURCE_SCHEMA: dict[str, pl.DataType] = {
-    "source_hash": pl.String(),
-    "family": pl.String(),
-    "variant": pl.String(),
-    "source_text": pl.String(),
-}
+SOURCE_TYPES: dict[str, str] = {"source_hash": "str", "family": "str", "variant": "str", "source_text": "str"}
 
 _PART_RE = re.compile(r"^part-v(\d+)-.*\.parquet$")
 
 
 def records_frame(records: Iterable[Record]) -> pl.DataFrame:
-    """Return ``records`` as a DataFrame with the stored column layout."""
+    """Return ``records`` as a polars DataFrame with the stored column layout."""
+    import polars as pl
+
     rows = [record_to_row(r) for r in records]
-    return pl.DataFrame(rows, schema=RECORD_SCHEMA, orient="row") if rows else pl.DataFrame(
-        schema=RECORD_SCHEMA
-    )
+    schema = polars_schema(RECORD_TYPES)
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    return pl.DataFrame([[r[c] for c in RECORD_TYPES] for r in rows], schema=schema, orient="row")
 
 
 class Store:
@@ -142,12 +145,12 @@ class Store:
                 fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
 
     @staticmethod
-    def _write_atomic(frame: pl.DataFrame, folder: Path) -> Path:
+    def _write_atomic(rows: list[dict[str, object]], types: dict[str, str], folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"part-v{SCHEMA_VERSION}-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
         tmp = folder / f".tmp-{name}"
-        frame.write_parquet(tmp, compression="zstd", compression_level=9, statistics=True)
+        write_rows(rows, types, tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, folder / name)
@@ -158,13 +161,11 @@ class Store:
         """Load the keys and source hashes of part files this writer has not seen yet."""
         new_parts = [p for p in self._parts(self.records_dir) if p.name not in self._known_files]
         if new_parts:
-            keys = pl.concat([pl.read_parquet(p, columns=list(KEY_COLUMNS)) for p in new_parts])
-            self._known_keys.update(keys.iter_rows())
+            self._known_keys.update(read_column_tuples(new_parts, KEY_COLUMNS))
             self._known_files.update(p.name for p in new_parts)
         new_sources = [p for p in self._parts(self.sources_dir) if p.name not in self._known_files]
         if new_sources:
-            hashes = pl.concat([pl.read_parquet(p, columns=["source_hash"]) for p in new_sources])
-            self._known_sources.update(hashes["source_hash"].to_list())
+            self._known_sources.update(h for (h,) in read_column_tuples(new_sources, ["source_hash"]))
             self._known_files.update(p.name for p in new_sources)
 
     def append(self, records: Iterable[Record]) -> int:
@@ -195,14 +196,13 @@ class Store:
                 if record.source_text is not None and record.source_hash not in self._known_sources:
                     texts.setdefault(record.source_hash, (record.family, record.variant, record.source_text))
             if texts:
-                frame = pl.DataFrame(
-                    [(h, f, v, t) for h, (f, v, t) in texts.items()], schema=SOURCE_SCHEMA, orient="row"
-                )
-                written = self._write_atomic(frame, self.sources_dir)
+                rows = [{"source_hash": h, "family": f, "variant": v, "source_text": t}
+                        for h, (f, v, t) in texts.items()]
+                written = self._write_atomic(rows, SOURCE_TYPES, self.sources_dir)
                 self._known_files.add(written.name)
                 self._known_sources.update(texts)
             if fresh:
-                written = self._write_atomic(records_frame(fresh), self.records_dir)
+                written = self._write_atomic([record_to_row(r) for r in fresh], RECORD_TYPES, self.records_dir)
                 self._known_files.add(written.name)
                 self._known_keys.update(seen)
         skipped = len(batch) - len(fresh)
@@ -224,9 +224,9 @@ class Store:
             frame = self.scan().collect()
             sources = self.sources()
             if frame.height:
-                self._write_atomic(frame, self.records_dir)
+                self._write_atomic(frame.to_dicts(), RECORD_TYPES, self.records_dir)
             if sources.height:
-                self._write_atomic(sources, self.sources_dir)
+                self._write_atomic(sources.to_dicts(), SOURCE_TYPES, self.sources_dir)
             # The new files are in place before the old ones go: a reader sees every record throughout.
             for p in old_records + old_sources:
                 p.unlink()
@@ -238,10 +238,13 @@ class Store:
     # -- reading ------------------------------------------------------------------------------------
     def scan(self) -> pl.LazyFrame:
         """Return all records as a LazyFrame in the stored layout, one row per key (the earliest)."""
+        import polars as pl
+
+        schema = polars_schema(RECORD_TYPES)
         parts = self._parts(self.records_dir)
         if not parts:
-            return pl.DataFrame(schema=RECORD_SCHEMA).lazy()
-        frame = pl.scan_parquet(parts, schema=RECORD_SCHEMA)
+            return pl.DataFrame(schema=schema).lazy()
+        frame = pl.scan_parquet(parts, schema=schema)
         return frame.sort("created_at").unique(subset=list(KEY_COLUMNS), keep="first", maintain_order=True)
 
     def read(self) -> pl.DataFrame:
@@ -250,10 +253,13 @@ class Store:
 
     def sources(self) -> pl.DataFrame:
         """Return the stored kernel sources: ``source_hash``, ``family``, ``variant``, ``source_text``."""
+        import polars as pl
+
+        schema = polars_schema(SOURCE_TYPES)
         parts = self._parts(self.sources_dir)
         if not parts:
-            return pl.DataFrame(schema=SOURCE_SCHEMA)
-        return pl.read_parquet(parts, schema=SOURCE_SCHEMA).unique(subset=["source_hash"], keep="first")
+            return pl.DataFrame(schema=schema)
+        return pl.read_parquet(parts, schema=schema).unique(subset=["source_hash"], keep="first")
 
     def records(self) -> Iterator[Record]:
         """Yield every stored record as a :class:`Record`, with its source text where stored."""
@@ -262,11 +268,11 @@ class Store:
             yield row_to_record(row, texts.get(row["source_hash"]))
 
     def keys(self) -> set[tuple[str, ...]]:
-        """Return the de-duplication keys of every stored record."""
-        return set(self.scan().select(list(KEY_COLUMNS)).collect().iter_rows())
+        """Return the de-duplication keys of every stored record (needs only pyarrow)."""
+        return set(read_column_tuples(self._parts(self.records_dir), KEY_COLUMNS))
 
     def __len__(self) -> int:
-        return self.scan().select(pl.len()).collect().item()
+        return int(self.scan().select("source_hash").collect().height)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
