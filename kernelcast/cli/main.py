@@ -33,3 +33,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 def main() -> None:
     """Entry point of the console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()
