@@ -14,5 +14,7 @@ if compgen -G "$_kc_root/.whl/*.whl" > /dev/null; then
 else
   export PYTHONPATH="$_kc_shim${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# The checkout root holds a plain kernelcast/ folder: keep the working directory off sys.path so the shim wins.
+export PYTHONSAFEPATH=1
 kernelcast() { python3 -m kernelcast.cli.main "$@"; }
 export -f kernelcast 2>/dev/null || true
