@@ -109,6 +109,8 @@ class Benchmarker:
         self.fingerprint: dict[str, Any] = {}
         self.fingerprint_end: dict[str, Any] = {}
         self.gpu_seconds = 0.0
+        self._fastest_ms: dict[str, float] = {}
+        self._sources: dict[tuple[str, str], tuple[str, str]] = {}
         self._run_workers: list[IsolatedWorker] = []
         self._compile_workers: list[IsolatedWorker] = []
         self._started = False
@@ -185,11 +187,17 @@ class Benchmarker:
         return sum(w.restarts for w in self._run_workers + self._compile_workers)
 
     # -- keys ---------------------------------------------------------------------------------------
+    def _source(self, family: Family, variant: str) -> tuple[str, str]:
+        """(source text, source hash) of a variant, read once per run."""
+        if (family.name, variant) not in self._sources:
+            self._sources[family.name, variant] = (family.source(variant), family.source_hash(variant))
+        return self._sources[family.name, variant]
+
     def key(self, candidate: Candidate) -> tuple[str, ...]:
         """The store key the candidate's record will have on this benchmarker's device."""
-        family = get_family(candidate.family)
-        return record_key(family.source_hash(candidate.variant), candidate.config, candidate.problem.as_dict(),
-                          candidate.problem.dtype, self.device_name)
+        _, source_hash = self._source(get_family(candidate.family), candidate.variant)
+        return record_key(source_hash, candidate.config, candidate.problem.as_dict(), candidate.problem.dtype,
+                          self.device_name)
 
     # -- measuring ----------------------------------------------------------------------------------
     def measure(self, candidates: Iterable[Candidate]) -> Iterator[Record]:
@@ -306,7 +314,12 @@ class Benchmarker:
         return {"status": Status.COMPILE_ERROR.value, "error": f"{result.error_type}: {result.error}"}
 
     def _run_one(self, worker: IsolatedWorker, prepared: _Prepared, compiled: dict[str, Any] | None) -> Record:
-        result = worker.call(f"{_JOBS}:run_job", prepared.payload, self.protocol.run_timeout_s)
+        problem_key = canonical_json([prepared.payload["problem"], prepared.candidate.family])
+        payload = {**prepared.payload, "incumbent_ms": self._fastest_ms.get(problem_key)}
+        result = worker.call(f"{_JOBS}:run_job", payload, self.protocol.run_timeout_s)
+        if result.kind == "ok" and result.value["status"] == Status.OK.value and result.value["samples_ms"]:
+            median_ms = float(sorted(result.value["samples_ms"])[len(result.value["samples_ms"]) // 2])
+            self._fastest_ms[problem_key] = min(median_ms, self._fastest_ms.get(problem_key, float("inf")))
         compile_ms = compiled.get("compile_time_ms") if compiled else None
         info = compiled.get("compiled") if compiled else None
         if result.kind == "ok":
@@ -316,7 +329,8 @@ class Benchmarker:
                 return self._failure(prepared, value, compile_ms=compile_ms, compiled=info)
             return self._record(prepared, Status.OK, samples_ms=value["samples_ms"], compile_ms=compile_ms,
                                 compiled=info, extra={"check": value.get("check", {}),
-                                                      "telemetry": value.get("telemetry", {})})
+                                                      "telemetry": value.get("telemetry", {}),
+                                                      "incumbent_ms": payload["incumbent_ms"]})
         self.gpu_seconds += result.elapsed_s
         if result.kind == "timeout":
             outcome = {"status": Status.TIMEOUT.value, "error": result.error}
@@ -356,10 +370,13 @@ class Benchmarker:
         protocol = {**self.protocol.as_dict(), "mode": self.mode, "seed": prepared.payload["seed"]}
         if extra and extra.get("check"):
             protocol["check"] = extra["check"]
+        if extra and extra.get("incumbent_ms") is not None:
+            protocol["incumbent_ms"] = extra["incumbent_ms"]
+        source_text, source_hash = self._source(family, candidate.variant)
         return Record(
             family=family.name,
             variant=candidate.variant,
-            source_hash=family.source_hash(candidate.variant),
+            source_hash=source_hash,
             config=dict(candidate.config),
             problem=candidate.problem.as_dict(),
             dtype=candidate.problem.dtype,
@@ -372,7 +389,7 @@ class Benchmarker:
             protocol=protocol,
             fingerprint=fingerprint,
             origin=self.origin,
-            source_text=family.source(candidate.variant),
+            source_text=source_text,
         )
 
 

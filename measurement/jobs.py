@@ -159,7 +159,8 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
     if device == "cpu":
         return {"status": Status.OK.value, "samples_ms": [], "check": check, "gpu_s": 0.0}
     try:
-        samples = time_kernel(launch, protocol, l2_bytes=int(payload.get("l2_bytes") or 50 * 2**20))
+        samples = time_kernel(launch, protocol, l2_bytes=int(payload.get("l2_bytes") or 50 * 2**20),
+                              incumbent_ms=payload.get("incumbent_ms"))
     except Exception as exc:  # noqa: BLE001
         _raise_if_context_lost(exc)
         return {"status": classify_exception(exc).value, "error": f"{type(exc).__name__}: {exc}"[:4000],

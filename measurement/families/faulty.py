@@ -45,11 +45,12 @@ def oob_store_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
 @triton.jit
 def spin_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    flag = tl.load(x_ptr)  # inputs are finite, so flag == flag always holds and the loop never ends
+    # Inputs are finite, so flag == flag always holds; volatile loads keep the compiler from deleting the loop.
+    flag = tl.load(x_ptr, volatile=True)
     i = 0
     while flag == flag:
         i += 1
-        flag = tl.load(x_ptr + (i % 2))
+        flag = tl.load(x_ptr + (i % 2), volatile=True)
     tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=offs < n), mask=offs < n)
 
 
