@@ -19,6 +19,7 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "kernelcast.cli.families",
     "kernelcast.cli.measure",
+    "kernelcast.cli.dataset",
 )
 
 for _name in COMMAND_MODULES:
