@@ -72,6 +72,7 @@ def main() -> int:
             records.append(record)
         wall_s = time.perf_counter() - t0
         result["compile_workers"] = len(bench._compile_workers)
+        result["worker_startup_s"] = bench.startup_s
         result["worker_restarts"] = bench.restarts
         result["gpu_busy_s"] = bench.gpu_seconds
     result["fingerprint_start"] = bench.fingerprint

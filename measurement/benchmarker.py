@@ -22,19 +22,19 @@ import dataclasses
 import logging
 import os
 import queue
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
+from kernelcast.exceptions import InvalidParameterError, invalid_choice
 from kernelcast.measurement.families import Family, family_ref, get_family
 from kernelcast.measurement.fingerprint import INTERPRETER_DEVICE
 from kernelcast.measurement.protocol import Protocol
 from kernelcast.measurement.records import CompiledInfo, Record, Scalar, Status, canonical_json, record_key
 from kernelcast.measurement.space import DeviceLimits, Problem
 from kernelcast.measurement.worker import IsolatedWorker, WorkerResult
-
-from kernelcast.exceptions import InvalidParameterError, invalid_choice
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class Benchmarker:
         self.fingerprint: dict[str, Any] = {}
         self.fingerprint_end: dict[str, Any] = {}
         self.gpu_seconds = 0.0
+        self.startup_s = 0.0
         self._fastest_ms: dict[str, float] = {}
         self._sources: dict[tuple[str, str], tuple[str, str]] = {}
         self._run_workers: list[IsolatedWorker] = []
@@ -147,6 +148,11 @@ class Benchmarker:
                 IsolatedWorker(f"compile{i}", env={"CUDA_VISIBLE_DEVICES": str(devices[0])})
                 for i in range(n_compile)
             ]
+        # Start every worker now, in parallel: a broken set-up fails here, and start-up is not charged to jobs.
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(len(self._run_workers) + len(self._compile_workers)) as pool:
+            list(pool.map(IsolatedWorker.start, self._run_workers + self._compile_workers))
+        self.startup_s = time.perf_counter() - t0
         first = self._run_workers[0].call(f"{_JOBS}:fingerprint_job", {}, timeout_s=120)
         if first.kind != "ok":
             raise RuntimeError(f"could not read the device fingerprint: {first.error}\n{first.traceback or ''}")
@@ -283,7 +289,8 @@ class Benchmarker:
     def _prepare(self, candidate: Candidate) -> _Prepared | Record:
         family = get_family(candidate.family)
         family.check_variant(candidate.variant)
-        config = family.space(candidate.variant).validate(candidate.config, owner=f"{family.name}/{candidate.variant} config")
+        owner = f"{family.name}/{candidate.variant} config"
+        config = family.space(candidate.variant).validate(candidate.config, owner=owner)
         prepared = _Prepared(
             candidate=dataclasses.replace(candidate, config=config),
             family=family,
@@ -310,7 +317,8 @@ class Benchmarker:
         if result.kind == "timeout":
             return {"status": Status.TIMEOUT.value, "error": f"compilation: {result.error}"}
         if result.kind == "crashed":
-            return {"status": Status.COMPILE_ERROR.value, "error": f"compiler crashed: {result.error}\n{result.traceback}"}
+            return {"status": Status.COMPILE_ERROR.value,
+                    "error": f"compiler crashed: {result.error}\n{result.traceback}"}
         return {"status": Status.COMPILE_ERROR.value, "error": f"{result.error_type}: {result.error}"}
 
     def _run_one(self, worker: IsolatedWorker, prepared: _Prepared, compiled: dict[str, Any] | None) -> Record:

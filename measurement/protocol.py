@@ -42,6 +42,9 @@ class Protocol:
         Overwrite a buffer of twice the L2 size before each repetition so every run starts cold.
     check : bool
         Compare the output with the family's reference before timing.
+    inputs_reuse : int
+        Candidates of one problem that share a set of random inputs in a worker (they are checked to be
+        unmodified after every candidate, and regenerated after any failure).
     race_factor : float or None
         Stop after ``min_reps`` once the median exceeds this multiple of the problem's fastest median so far;
         ``None`` disables racing.
@@ -59,11 +62,12 @@ class Protocol:
     flush_l2: bool = True
     check: bool = True
     race_factor: float | None = 1.5
+    inputs_reuse: int = 32
     run_timeout_s: float = 60.0
     compile_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
-        for name in ("min_reps", "max_reps"):
+        for name in ("min_reps", "max_reps", "inputs_reuse"):
             if int(getattr(self, name)) < 1:
                 raise InvalidParameterError(f"The {name!r} parameter of Protocol must be a positive int. "
                                             f"Got {getattr(self, name)!r} instead.")
