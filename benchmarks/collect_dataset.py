@@ -1,0 +1,133 @@
+"""Collect kernelcast's measured dataset on a GPU, resumably, within a time budget.
+
+The plan is a list of (family, shape, dtype, space) steps in priority order: first the complete spaces
+(every variant, every configuration) of three shapes per family in fp16, then bf16 and fp32 and more
+shapes sampled. Each call measures what the store does not hold yet and stops cleanly at ``--minutes``,
+so several device sessions add up to the whole plan. One Benchmarker (one set of workers) serves every step.
+
+Usage (GPU machine, from the repository root)::
+
+    python benchmarks/collect_dataset.py --store datasets/kernelcast --minutes 8 [--plan-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+# (family, shape, dtype, space). "full" = every configuration of every variant; "random:N" = N per variant.
+PLAN: list[tuple[str, str, str, str]] = [
+    # Complete spaces, fp16, three shapes per family (cheap shapes first, so every family gets data early).
+    ("softmax", "4096x4096", "float16", "full"),
+    ("layernorm", "4096x4096", "float16", "full"),
+    ("rmsnorm", "4096x4096", "float16", "full"),
+    ("bias_gelu", "4096x4096", "float16", "full"),
+    ("rowsum", "4096x4096", "float16", "full"),
+    ("transpose", "4096x4096", "float16", "full"),
+    ("attention", "4x16x1024x64", "float16", "full"),
+    ("matmul", "1024x1024x1024", "float16", "full"),
+    ("softmax", "1000x3000", "float16", "full"),
+    ("layernorm", "1000x3000", "float16", "full"),
+    ("rmsnorm", "1000x3000", "float16", "full"),
+    ("bias_gelu", "1000x3000", "float16", "full"),
+    ("rowsum", "1000x3000", "float16", "full"),
+    ("transpose", "1000x3000", "float16", "full"),
+    ("attention", "2x8x1000x64", "float16", "full"),
+    ("matmul", "127x255x1023", "float16", "full"),
+    ("softmax", "127x4097", "float16", "full"),
+    ("layernorm", "127x4097", "float16", "full"),
+    ("rmsnorm", "127x4097", "float16", "full"),
+    ("bias_gelu", "127x4097", "float16", "full"),
+    ("rowsum", "127x4097", "float16", "full"),
+    ("transpose", "127x4097", "float16", "full"),
+    ("attention", "16x16x128x32", "float16", "full"),
+    ("matmul", "4096x4096x4096", "float16", "full"),
+    # bf16 and more shapes, sampled.
+    *[(f, s, "bfloat16", "random:120") for f, s in [
+        ("softmax", "32768x1024"), ("softmax", "8192x50257"), ("layernorm", "16384x768"), ("layernorm", "8192x8192"),
+        ("rmsnorm", "16384x5120"), ("rmsnorm", "32768x1024"), ("bias_gelu", "8192x16384"), ("bias_gelu", "32768x3072"),
+        ("rowsum", "32768x1024"), ("rowsum", "65536x64"), ("transpose", "8192x8192"), ("transpose", "8192x1024"),
+        ("attention", "1x32x4096x128"), ("attention", "8x12x512x64"), ("matmul", "8192x8192x1024"),
+        ("matmul", "4000x3000x2000"), ("matmul", "512x12288x4096"),
+    ]],
+    *[(f, s, "float32", "random:80") for f, s in [
+        ("softmax", "4096x4096"), ("layernorm", "4096x4096"), ("rmsnorm", "4096x4096"), ("rowsum", "4096x4096"),
+        ("transpose", "4096x4096"), ("matmul", "1024x1024x1024"),
+    ]],
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--minutes", type=float, default=8.0, help="stop starting new work after this long")
+    parser.add_argument("--compile-workers", type=int, default=None)
+    parser.add_argument("--flush-every", type=int, default=500)
+    parser.add_argument("--plan-only", action="store_true", help="print what is left to do and exit")
+    parser.add_argument("--families", default="", help="comma list: restrict the plan to these families")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger("collect")
+
+    from kernelcast.datasets.store import Store
+    from kernelcast.measurement import Benchmarker, candidates_for
+    from kernelcast.measurement.families import get_family
+
+    store = Store(args.store)
+    wanted = {f for f in args.families.split(",") if f}
+    plan = [step for step in PLAN if not wanted or step[0] in wanted]
+    deadline = time.monotonic() + args.minutes * 60
+    totals: dict[str, int] = {}
+    with Benchmarker(mode="gpu") as bench:
+        done = store.keys()
+        for family, shape, dtype, space in plan:
+            problem = get_family(family).problem(shape, dtype)
+            candidates = candidates_for(family, problem, space=space, seed=0)
+            todo = [c for c in candidates if bench.key(c) not in done]
+            log.info("%s %s %s %s: %d candidates, %d to measure", family, shape, dtype, space, len(candidates), len(todo))
+            if args.plan_only or not todo:
+                continue
+            if time.monotonic() > deadline:
+                log.info("time budget spent; stopping before %s %s %s", family, shape, dtype)
+                break
+            batch = []
+            t0 = time.perf_counter()
+            counts: dict[str, int] = {}
+            stopped = False
+            try:
+                for record in bench.measure(_until(todo, deadline)):
+                    batch.append(record)
+                    counts[record.status.value] = counts.get(record.status.value, 0) + 1
+                    if len(batch) >= args.flush_every:
+                        store.append(batch)
+                        batch = []
+            finally:
+                store.append(batch)
+            n = sum(counts.values())
+            stopped = n < len(todo)
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0) + v
+            log.info("  measured %d in %.1f s (%.0f/min) %s%s", n, time.perf_counter() - t0,
+                     n / max(time.perf_counter() - t0, 1e-9) * 60, json.dumps(counts),
+                     " [stopped at the time budget]" if stopped else "")
+            if stopped:
+                break
+        restarts = bench.restarts
+    log.info("totals %s, worker restarts %d", json.dumps(totals), restarts)
+    return 0
+
+
+def _until(items: list, deadline: float):  # noqa: ANN202 - a small generator
+    """Yield items until the deadline passes (the benchmarker finishes what it already started)."""
+    for item in items:
+        if time.monotonic() > deadline:
+            return
+        yield item
+
+
+if __name__ == "__main__":
+    sys.exit(main())
