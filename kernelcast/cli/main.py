@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kernelcast.cli.families",
     "kernelcast.cli.measure",
     "kernelcast.cli.dataset",
+    "kernelcast.cli.search",
 )
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,195 @@
+"""The Screener: the selective rule that stands between Optuna's proposals and the GPU.
+
+A search loop calls a screener in this order, once per step::
+
+    screener = Screener(surrogate, rule="selective")
+    screening = screener.screen(candidates, incumbent_ms)   # forecast + MEASURE/SKIP/DEFER per candidate
+    for i in screening.priority():                          # MEASURE first, then DEFER, best forecast first
+        ... measure candidate i while the budget allows ...
+    screener.learn(new_records)                             # surrogate.update on what was just measured
+
+Two rules:
+
+``"selective"`` (kernelcast's)
+    The surrogate's own calibrated rule, :meth:`Surrogate.decide`, against the incumbent runtime: SKIP only
+    what is confidently slower, MEASURE what is promising, DEFER where the surrogate abstains. DEFER is
+    treated as *measure if the budget allows*: it ranks after every MEASURE. With no incumbent yet nothing
+    can be confidently slower, so every candidate is MEASURE.
+``"top_fraction"`` (the GPU Forecasters filter)
+    No confidence: rank a batch by forecast and keep the best ``keep_fraction`` (MEASURE), SKIP the rest.
+    This is the selection step of Khan et al.'s surrogate-filtered search (``k_per_parent`` of
+    ``samples_per_parent`` mutations promoted to GPU evaluation by an expected-bin-index ranking, 4 of 16 in
+    their configs): codezakh/gpu-forecasters, ``src/gpu_forecasters/max_reward_puct/v3/actions.py``
+    (``_handle_awaiting_selection``) and ``runbook/configs/kernel_search/*__surrogate_filtered.json``.
+
+Both rules rank by *expected speed*, ``(1 - p_fail) / exp(log_time_mean)`` (a failure counts as zero speed),
+the runtime analogue of the expected-bin-index score, which also puts a failure bin at the bottom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Literal
+
+import numpy as np
+
+from kernelcast.exceptions import InvalidParameterError, KernelcastError, invalid_choice
+from kernelcast.surrogate._base import Decision, Forecast, Surrogate
+
+logger = logging.getLogger(__name__)
+
+Rule = Literal["selective", "top_fraction"]
+RULES: tuple[str, ...] = ("selective", "top_fraction")
+
+
+@dataclasses.dataclass(frozen=True)
+class Screening:
+    """A screener's verdict on one batch of ``n`` candidates.
+
+    Attributes
+    ----------
+    forecast : Forecast
+        The surrogate's forecasts, ``n`` of them.
+    decisions : tuple of Decision
+        One decision per candidate.
+    expected_speed : ndarray of shape (n,)
+        ``(1 - p_fail) / forecast time`` (1/ms): the ranking score, higher first.
+    seconds : float
+        Wall time the surrogate took for this batch (s).
+    """
+
+    forecast: Forecast
+    decisions: tuple[Decision, ...]
+    expected_speed: np.ndarray
+    seconds: float
+
+    def priority(self) -> list[int]:
+        """Indices of the MEASURE candidates then the DEFER ones, each best expected speed first."""
+        order = np.argsort(-self.expected_speed, kind="stable")
+        measure = [int(i) for i in order if self.decisions[i] is Decision.MEASURE]
+        defer = [int(i) for i in order if self.decisions[i] is Decision.DEFER]
+        return measure + defer
+
+    def skipped(self) -> list[int]:
+        """Indices of the SKIP candidates."""
+        return [i for i, d in enumerate(self.decisions) if d is Decision.SKIP]
+
+    def attrs(self, i: int) -> dict[str, Any]:
+        """Decision and forecast of candidate ``i``, JSON-safe (a trial's ``screen`` user attribute).
+
+        Keys: ``decision``, ``forecast_ms`` (point forecast), ``forecast_lower_ms`` and ``forecast_upper_ms``
+        (interval at ``forecast_coverage``; ``None`` where uncalibrated) and, where modelled, ``p_fail``.
+        """
+        f = self.forecast
+        out: dict[str, Any] = {
+            "decision": self.decisions[i].value,
+            "forecast_ms": _finite(math.exp(f.log_time_mean[i])),
+            "forecast_lower_ms": _finite(math.exp(f.log_time_lower[i])),
+            "forecast_upper_ms": _finite(math.exp(f.log_time_upper[i])),
+            "forecast_coverage": float(f.coverage),
+        }
+        if f.p_fail is not None:
+            out["p_fail"] = float(f.p_fail[i])
+        return out
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+class Screener:
+    """Wrap a :class:`~kernelcast.surrogate._base.Surrogate` into a per-batch screening rule.
+
+    See the module docstring for the order of calls and the two rules.
+
+    Parameters
+    ----------
+    surrogate : Surrogate
+        A fitted surrogate (calibrated for the ``"selective"`` rule, else it DEFERs).
+    rule : {"selective", "top_fraction"}
+        The screening rule.
+    keep_fraction : float
+        For ``"top_fraction"``: the share of each batch measured, in (0, 1].
+    learn : bool
+        Whether :meth:`learn` updates the surrogate with new records during the search.
+    """
+
+    def __init__(
+        self, surrogate: Surrogate, *, rule: Rule = "selective", keep_fraction: float = 0.25, learn: bool = True
+    ) -> None:
+        if rule not in RULES:
+            raise invalid_choice("rule", "Screener", rule, RULES)
+        if not 0.0 < keep_fraction <= 1.0:
+            raise InvalidParameterError(
+                f"The 'keep_fraction' parameter of Screener must be in (0, 1]. Got {keep_fraction!r} instead."
+            )
+        self.surrogate = surrogate
+        self.rule: Rule = rule
+        self.keep_fraction = keep_fraction
+        self.learns = learn
+        self.seconds = 0.0
+        """Wall time spent in the surrogate so far (s): forecasts, decisions and updates."""
+
+    def screen(self, candidates: Any, incumbent_ms: float | None) -> Screening:
+        """Forecast ``candidates`` (a candidate frame of ``n`` rows) and decide each against ``incumbent_ms``."""
+        start = time.perf_counter()
+        forecast = self.surrogate.forecast(candidates)
+        speed = _expected_speed(forecast)
+        n = len(forecast)
+        if self.rule == "top_fraction":
+            keep = set(np.argsort(-speed, kind="stable")[: max(1, math.ceil(self.keep_fraction * n))].tolist())
+            decisions = tuple(Decision.MEASURE if i in keep else Decision.SKIP for i in range(n))
+        elif incumbent_ms is None:
+            decisions = (Decision.MEASURE,) * n
+        else:
+            decisions = tuple(Decision(d) for d in self.surrogate.decide(candidates, incumbent_ms))
+            if len(decisions) != n:
+                raise InvalidParameterError(
+                    f"{type(self.surrogate).__name__}.decide returned {len(decisions)} decisions for {n} candidates."
+                )
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        return Screening(forecast=forecast, decisions=decisions, expected_speed=speed, seconds=seconds)
+
+    def learn(self, records: Any) -> None:
+        """Update the surrogate with a record frame of new measurements (no-op when ``learn=False``).
+
+        A surrogate that cannot update (``NotImplementedError``, or an error of its own such as a model loaded
+        without its training records) stops learning for the rest of the search, with a warning; the search
+        goes on with the surrogate as it is.
+        """
+        if not self.learns or len(records) == 0:
+            return
+        start = time.perf_counter()
+        try:
+            self.surrogate.update(records)
+        except (NotImplementedError, KernelcastError) as exc:
+            logger.warning("the surrogate cannot learn during this search, going on without updates: %s", exc)
+            self.learns = False
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def _expected_speed(forecast: Forecast) -> np.ndarray:
+    """``(1 - p_fail) * exp(-log_time_mean)``, shape (n,); NaN forecasts rank last."""
+    speed = np.exp(-np.asarray(forecast.log_time_mean, dtype=np.float64))
+    if forecast.p_fail is not None:
+        speed = speed * (1.0 - np.clip(np.asarray(forecast.p_fail, dtype=np.float64), 0.0, 1.0))
+    return np.nan_to_num(speed, nan=-1.0)
+
+
+def surrogate_for_search(surrogate: Surrogate) -> Surrogate:
+    """Prepare a surrogate loaded from disk for a search, in which it learns by :meth:`Surrogate.update`.
+
+    A model saved without its training records cannot refit on them plus the new ones; where the estimator
+    offers a warm-start update (``update_mode="warm_start"``: new boosting rounds on the new records), it is
+    switched to it, so that it still learns the task, and its device, during the search.
+    """
+    get_params = getattr(surrogate, "get_params", None)
+    if get_params is not None and getattr(surrogate, "training_records_", True) is None:
+        if get_params(deep=False).get("update_mode") == "refit":
+            surrogate.set_params(update_mode="warm_start")  # type: ignore[attr-defined]
+    return surrogate

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from kernelcast.datasets.store import Store
+from kernelcast.exceptions import InvalidParameterError, KernelcastError
+from kernelcast.search import Budget, ReplayOracle, Search, run_search
+from kernelcast.search.loop import decode, distributions, encode, open_storage
+from kernelcast.search.oracles import config_key
+
+
+def _task(oracle, selector="device=3090"):
+    (task,) = oracle.list_tasks(selector)
+    return task
+
+
+def _study(run_dir, result):
+    return optuna.load_study(study_name=result.study_name, storage=open_storage(run_dir / "study.journal"))
+
+
+def test_screened_search_follows_the_ask_tell_discipline(toy_frame, knn_surrogate, tmp_path):
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    result = run_search(task, oracle, strategy="surrogate", budget=14, surrogate=knn_surrogate, seed=0,
+                        run_dir=tmp_path)
+    study = _study(tmp_path, result)
+    trials = study.get_trials(deepcopy=False)
+    measured = [t for t in trials if t.user_attrs.get("action") == "measure"]
+    skipped = [t for t in trials if t.user_attrs.get("action") == "skip"]
+
+    # measured count == budget, each config once, each measurement stored in the run's records
+    assert len(result.measurements) == 14 == len(measured) == oracle.spent.measurements
+    assert len({config_key(m.config) for m in result.measurements}) == 14
+    assert len(Store(tmp_path / "records")) == 14
+    # measured trials carry the measured value (ln ms) or FAIL; the surrogate updated as they came in
+    for t in measured:
+        if t.user_attrs["measured"]["status"] == "ok":
+            assert t.state is TrialState.COMPLETE
+            assert t.value == pytest.approx(math.log(t.user_attrs["measured"]["time_ms"]))
+        else:
+            assert t.state is TrialState.FAIL
+            assert t.value is None
+    assert sorted(t.user_attrs["measured"]["index"] for t in measured) == list(range(1, 15))
+    assert knn_surrogate.n_updates_ >= 3
+    # skipped trials never carry a value: PRUNED, with forecast and decision kept as user attributes
+    assert skipped, "the surrogate skipped nothing; the test space is too easy"
+    for t in skipped:
+        assert t.state is TrialState.PRUNED
+        assert t.value is None
+        assert t.values is None
+        screen = t.user_attrs["screen"]
+        assert screen["decision"] == "skip"
+        assert "measured" not in t.user_attrs
+        assert screen["forecast_lower_ms"] > screen["incumbent_ms"]
+        assert screen["forecast_ms"] > 0
+        assert screen["step"] >= 1
+    # every trial is finished and accounted for; proposals far outnumber measurements
+    assert all(t.state.is_finished() for t in trials)
+    assert sum(result.actions.values()) == len(trials) > 2 * 14
+    assert result.surrogate_seconds > 0
+
+
+def test_unscreened_strategies_measure_the_budget(toy_frame):
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    for strategy in ("tpe", "random", "cmaes", "gp"):
+        result = run_search(task, oracle.fork(1), strategy=strategy, budget=12, seed=1)
+        assert len(result.measurements) == 12, strategy
+        assert len({config_key(m.config) for m in result.measurements}) == 12, strategy
+        assert result.surrogate_seconds == 0.0
+        assert result.best is not None
+        assert result.best.time_ms > 0
+
+
+def test_failures_are_told_as_fail_and_invalid_configs_are_free(toy_frame):
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    storage = optuna.storages.InMemoryStorage()
+    with pytest.raises(InvalidParameterError, match="needs a 'run_dir'"):
+        Search(task, oracle, strategy="random", budget=5, storage=storage)
+    result = run_search(task, oracle, strategy="random", budget=40, seed=2)
+    statuses = [m.status for m in result.measurements]
+    assert "compile_error" in statuses, "random search of 40 of 66 configs met no failure"
+    assert result.actions.get("invalid", 0) >= 1
+    assert oracle.spent.measurements == 40
+    failed_cost = sum(m.gpu_seconds for m in result.measurements if m.status == "compile_error")
+    assert failed_cost == pytest.approx(2.0 * statuses.count("compile_error"))
+
+
+def test_greedy_measures_the_top_quarter_without_learning(toy_frame, make_knn):
+    # greedy's surrogate is trained beforehand (here on the other GPU) and never updated
+    surrogate = make_knn(toy_frame.filter(toy_frame["device"] == "NVIDIA TITAN RTX"))
+    oracle = ReplayOracle(toy_frame, seed=0)
+    result = run_search(_task(oracle), oracle, strategy="greedy", budget=12, surrogate=surrogate, seed=0)
+    assert surrogate.n_updates_ == 1  # the fit only
+    assert len(result.measurements) == 12
+    # three steps of 16 fresh proposals: the best 4 of each measured, the other 12 told PRUNED
+    assert result.actions["measure"] == 12
+    assert result.actions["skip"] == 36
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class InterruptingOracle(ReplayOracle):
+    """A replay that dies before its ``stop_after + 1``-th measurement, and logs what it measured."""
+
+    def __init__(self, *args, stop_after: int, log: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop_after = stop_after
+        self.log = log
+
+    def _measure(self, task, configs):
+        for record in super()._measure(task, configs):
+            if len(self.log) >= self.stop_after:
+                raise _Interrupted
+            self.log.append(config_key(record.config))
+            yield record
+
+
+@pytest.mark.parametrize("strategy", ["surrogate", "tpe"])
+def test_an_interrupted_search_resumes_without_measuring_anything_twice(toy_frame, make_knn, tmp_path, strategy):
+    from kernelcast.search import get_strategy
+
+    surrogate = make_knn() if get_strategy(strategy).needs_surrogate else None
+    log: list[str] = []
+    oracle = InterruptingOracle(toy_frame, seed=0, stop_after=6, log=log)
+    task = _task(oracle)
+    kwargs = dict(strategy=strategy, budget=12, seed=4, run_dir=tmp_path)
+    with pytest.raises(_Interrupted):
+        run_search(task, oracle, surrogate=surrogate, **kwargs)
+    assert len(log) == 6
+    oracle.stop_after = 10**6
+    fresh_surrogate = make_knn() if surrogate else None
+    result = run_search(task, oracle, surrogate=fresh_surrogate, **kwargs)
+    assert result.resumed
+    assert len(log) == 12 == len(set(log))
+    assert len(result.measurements) == 12
+    assert len(Store(tmp_path / "records")) == 12
+    study = _study(tmp_path, result)
+    measured = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("action") == "measure"]
+    assert len(measured) == 12
+    assert all(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    # resuming a finished search measures nothing
+    again = run_search(task, oracle, surrogate=fresh_surrogate, **kwargs)
+    assert len(log) == 12
+    assert len(again.measurements) == 12
+
+
+def test_a_study_of_another_search_is_refused(toy_frame, tmp_path):
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    result = run_search(task, oracle, strategy="random", budget=3, seed=0, run_dir=tmp_path)
+    study = _study(tmp_path, result)
+    study.set_user_attr("kernelcast", {"task": "something else"})
+    with pytest.raises(KernelcastError, match="belongs to another search"):
+        run_search(task, oracle, strategy="random", budget=3, seed=0, run_dir=tmp_path)
+
+
+def test_gpu_seconds_budget_stops_the_search(toy_frame):
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    result = run_search(task, oracle, strategy="random", budget=Budget(50, gpu_seconds=0.1), seed=0)
+    # each ok record costs ~50 ms compile + ~8 reps of ~1 ms: two or three measurements fit in 0.1 s
+    assert 1 <= len(result.measurements) < 5
+    assert result.gpu_seconds >= 0.1
+    assert sum(m.gpu_seconds for m in result.measurements[:-1]) < 0.1
+
+
+def test_budget_validation():
+    with pytest.raises(InvalidParameterError, match=r"'budget' parameter of search must be a positive int\. Got -3"):
+        Budget(-3)
+    with pytest.raises(InvalidParameterError, match="'gpu_seconds' budget of search must be positive"):
+        Budget(3, gpu_seconds=0)
+
+
+def test_screened_strategies_need_a_surrogate(toy_frame):
+    oracle = ReplayOracle(toy_frame)
+    with pytest.raises(InvalidParameterError, match="strategy screens proposals with a surrogate"):
+        Search(_task(oracle), oracle, strategy="greedy", budget=3)
+    with pytest.raises(InvalidParameterError, match=r"'strategy' parameter of search must be one of 'surrogate'"):
+        Search(_task(oracle), oracle, strategy="annealing", budget=3)
+
+
+def test_space_encoding_round_trips(toy_frame):
+    oracle = ReplayOracle(toy_frame)
+    space = oracle.space(_task(oracle))
+    dists = distributions(space)
+    assert set(dists) == {"BLOCK", "UNROLL", "WARPS"}
+    assert dists["BLOCK"].high == 5  # index of 512 among 16..512
+    config = {"BLOCK": 512, "UNROLL": 2, "WARPS": 1}
+    assert decode(space, encode(space, config)) == config
