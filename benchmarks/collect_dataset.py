@@ -117,6 +117,13 @@ def main() -> int:
             if stopped:
                 break
         restarts = bench.restarts
+    # The run's device fingerprint at start and end (temperature, power, clocks), beside the records.
+    runs = args.store / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    (runs / f"collect-{stamp}.json").write_text(json.dumps(
+        {"command": " ".join(sys.argv), "totals": totals, "worker_restarts": restarts,
+         "fingerprint_start": bench.fingerprint, "fingerprint_end": bench.fingerprint_end}, indent=1, default=str))
     log.info("totals %s, worker restarts %d", json.dumps(totals), restarts)
     return 0
 

@@ -20,13 +20,26 @@ _NVSMI_FIELDS = (
 )
 
 
+_NVML: dict[int, Any] = {}
+
+
+def _nvml_handle(index: int) -> Any:
+    """NVML handle of GPU ``index``, initialising NVML once per process (init costs milliseconds)."""
+    if index not in _NVML:
+        import pynvml
+
+        if not _NVML:
+            pynvml.nvmlInit()
+        _NVML[index] = pynvml.nvmlDeviceGetHandleByIndex(index)
+    return _NVML[index]
+
+
 def telemetry(index: int = 0) -> dict[str, Any]:
     """Current temperature (C), power (W) and clocks (MHz) of GPU ``index``; empty where unreadable."""
     try:
         import pynvml
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        handle = _nvml_handle(index)
         return {
             "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
             "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,

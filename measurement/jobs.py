@@ -208,8 +208,9 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         return failed(classify_exception(exc), f"{type(exc).__name__}: {exc}")
     if not _INPUTS.intact():
         return failed(Status.INCORRECT, "the kernel modified its input tensors while being timed")
+    state = telemetry(0) if payload.get("telemetry", True) else {}
     return {"status": Status.OK.value, "samples_ms": samples, "check": check, "gpu_s": time.perf_counter() - t0,
-            "telemetry": telemetry(0) if payload.get("telemetry", True) else {}}
+            "telemetry": state}
 
 
 def _raise_if_context_lost(exc: BaseException) -> None:
