@@ -4,18 +4,35 @@ Variants
 --------
 blocked
     One program per C tile, tiles grouped along M (``GROUP_M``) for L2 reuse.
+splitk
+    ``SPLIT_K`` programs per C tile share its K loop and sum through fp32 atomics (``_matmul_splitk``).
+persistent
+    ``min(tiles, PROGRAMS_PER_SM * SMs)`` programs loop over the C tiles with a stride (``_matmul_persistent``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import triton
 import triton.language as tl
 
 from kernelcast.measurement.families._base import Family, element_bytes, shared_memory_reason, torch_dtype
+from kernelcast.measurement.families._matmul_persistent import (
+    device_sm_count,
+    launch_persistent,
+    matmul_persistent_kernel,
+    persistent_grid,
+    warmup_persistent,
+)
+from kernelcast.measurement.families._matmul_splitk import (
+    launch_splitk,
+    matmul_splitk_kernel,
+    splitk_grid,
+    warmup_splitk,
+)
 from kernelcast.measurement.records import Scalar
 from kernelcast.measurement.space import ConfigSpace, DeviceLimits, Param, Problem
 
@@ -71,13 +88,21 @@ def launch_blocked(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, config: Ma
     )
 
 
+_TILE_PARAMS = [
+    Param("BLOCK_M", (16, 32, 64, 128)),
+    Param("BLOCK_N", (16, 32, 64, 128)),
+    Param("BLOCK_K", (16, 32, 64, 128)),
+]
+"""Tile knobs of the ``splitk`` and ``persistent`` variants."""
+
+
 class MatmulFamily(Family):
     """``C = A @ B`` in fp16, bf16 or fp32 with fp32 accumulation."""
 
     name = "matmul"
     dims = ("M", "N", "K")
     dtypes = ("float16", "bfloat16", "float32")
-    variants = ("blocked",)
+    variants = ("blocked", "splitk", "persistent")
     default_shapes = ("4096x4096x4096", "1024x1024x1024", "8192x8192x1024", "4000x3000x2000", "512x12288x4096",
                       "127x255x1023")
     description = "C = A @ B, row-major, fp32 accumulation"
@@ -90,16 +115,48 @@ class MatmulFamily(Family):
         Param("num_warps", (2, 4, 8)),
         Param("num_stages", (2, 3, 4, 5)),
     ])
+    _SPACES: ClassVar[dict[str, ConfigSpace]] = {
+        "blocked": _SPACE,
+        "splitk": ConfigSpace([
+            *_TILE_PARAMS,
+            Param("SPLIT_K", (2, 4, 8, 16)),
+            Param("num_warps", (2, 4, 8)),
+            Param("num_stages", (2, 3, 4)),
+        ]),
+        "persistent": ConfigSpace([
+            *_TILE_PARAMS,
+            Param("GROUP_M", (1, 8)),
+            Param("PROGRAMS_PER_SM", (1, 2, 4)),
+            Param("num_warps", (4, 8)),
+            Param("num_stages", (2, 3, 4)),
+        ]),
+    }
+    _SOURCES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "blocked": (matmul_blocked_kernel, launch_blocked),
+        "splitk": (matmul_splitk_kernel, splitk_grid, launch_splitk),
+        "persistent": (matmul_persistent_kernel, device_sm_count, persistent_grid, launch_persistent),
+    }
+    _LAUNCHERS: ClassVar[dict[str, Any]] = {
+        "blocked": launch_blocked, "splitk": launch_splitk, "persistent": launch_persistent,
+    }
 
     def space(self, variant: str) -> ConfigSpace:
-        """Tile sizes, L2 grouping, warps and pipeline depth (2,400 configurations)."""
-        self.check_variant(variant)
-        return self._SPACE
+        """Tile sizes, warps and pipeline depth, and each variant's own knobs.
+
+        ``blocked`` (2,400 configurations) adds the L2 grouping ``GROUP_M``; ``splitk`` (2,304) the number of
+        programs per C tile ``SPLIT_K``; ``persistent`` (2,304) ``GROUP_M`` and ``PROGRAMS_PER_SM``, the
+        grid size as a multiple of the SM count.
+        """
+        return self._SPACES[self.check_variant(variant)]
 
     def check_config(
         self, variant: str, config: Mapping[str, Any], problem: Problem, limits: DeviceLimits
     ) -> str | None:
-        """Shared memory of the pipelined A and B tiles, and the accumulator's registers per thread."""
+        """Shared memory of the pipelined A and B tiles, the accumulator's registers per thread, and per variant.
+
+        ``splitk`` needs at least one ``BLOCK_K`` slice of K per split; ``persistent`` needs its
+        ``PROGRAMS_PER_SM`` programs to fit on one SM together (shared memory, accumulator registers, threads).
+        """
         super().check_config(variant, config, problem, limits)
         bm, bn, bk = int(config["BLOCK_M"]), int(config["BLOCK_N"]), int(config["BLOCK_K"])
         stages, warps = int(config["num_stages"]), int(config["num_warps"])
@@ -110,12 +167,17 @@ class MatmulFamily(Family):
         acc_regs = bm * bn // (32 * warps)
         if acc_regs > 256:
             return f"the {bm}x{bn} fp32 accumulator needs {acc_regs} registers per thread with {warps} warps (max 255)"
+        if variant == "splitk":
+            split_k, k_slices = int(config["SPLIT_K"]), -(-problem["K"] // bk)
+            if split_k > k_slices:
+                return f"SPLIT_K={split_k} exceeds the {k_slices} slices of BLOCK_K={bk} in K={problem['K']}"
+        if variant == "persistent":
+            return _co_residency_reason(int(config["PROGRAMS_PER_SM"]), smem, bm * bn, warps, limits)
         return None
 
     def source_objects(self, variant: str) -> Sequence[Any]:
-        """The blocked kernel and its launcher."""
-        self.check_variant(variant)
-        return (matmul_blocked_kernel, launch_blocked)
+        """The variant's kernel and launch code."""
+        return self._SOURCES[self.check_variant(variant)]
 
     def make_inputs(self, problem: Problem, *, device: str, seed: int) -> dict[str, torch.Tensor]:
         """A and B with standard normal entries scaled by ``K**-0.25`` (outputs of order one)."""
@@ -140,13 +202,17 @@ class MatmulFamily(Family):
         inputs: Mapping[str, torch.Tensor],
         out: torch.Tensor,
     ) -> None:
-        """Run the kernel into ``out``."""
-        launch_blocked(inputs["a"], inputs["b"], out, config)
+        """Run the variant into ``out`` (``splitk`` zeroes and casts its fp32 accumulator here, timed)."""
+        self._LAUNCHERS[self.check_variant(variant)](inputs["a"], inputs["b"], out, config)
 
     def compile(self, variant: str, config: Mapping[str, Scalar], problem: Problem) -> list[Any]:
-        """Compile the kernel for ``problem`` without launching it."""
+        """Compile the variant's kernel for contiguous inputs of ``problem`` without launching it."""
         M, N, K = problem["M"], problem["N"], problem["K"]
         dt = torch_dtype(problem.dtype)
+        if self.check_variant(variant) == "splitk":
+            return warmup_splitk(dt, config, M, N, K)
+        if variant == "persistent":
+            return warmup_persistent(dt, config, M, N, K, DeviceLimits().sm_count)
         return [matmul_blocked_kernel.warmup(
             dt, dt, dt, M, N, K, K, 1, N, 1, N, 1,
             grid=_grid(problem, config),
@@ -170,3 +236,30 @@ class MatmulFamily(Family):
         """A and B read once, C written once."""
         M, N, K = problem["M"], problem["N"], problem["K"]
         return float((M * K + K * N + M * N) * element_bytes(problem.dtype))
+
+
+def _co_residency_reason(
+    programs_per_sm: int, smem_bytes: int, acc_values: int, warps: int, limits: DeviceLimits
+) -> str | None:
+    """Reason string when ``programs_per_sm`` programs cannot be resident on one SM together, else ``None``.
+
+    Shared memory is compared with the per-block opt-in limit (an SM has slightly more, 228 KiB on Hopper);
+    registers count only the fp32 accumulators (``acc_values`` per program), which must leave some room.
+    """
+    if programs_per_sm * smem_bytes > limits.max_shared_bytes_per_block:
+        return (
+            f"PROGRAMS_PER_SM={programs_per_sm} programs need {programs_per_sm * smem_bytes} bytes of shared "
+            f"memory on one SM; {limits.name} allows {limits.max_shared_bytes_per_block}"
+        )
+    if programs_per_sm * acc_values >= limits.regs_per_sm:
+        return (
+            f"PROGRAMS_PER_SM={programs_per_sm} fp32 accumulators alone need {programs_per_sm * acc_values} "
+            f"registers on one SM; {limits.name} has {limits.regs_per_sm}"
+        )
+    threads = programs_per_sm * 32 * warps
+    if threads > limits.max_threads_per_sm:
+        return (
+            f"PROGRAMS_PER_SM={programs_per_sm} programs of {warps} warps need {threads} threads on one SM; "
+            f"{limits.name} allows {limits.max_threads_per_sm}"
+        )
+    return None
