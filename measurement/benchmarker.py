@@ -145,7 +145,7 @@ class Benchmarker:
             ]
             n_compile = self._requested_compile_workers or max(1, (os.cpu_count() or 2) - len(devices))
             self._compile_workers = [
-                IsolatedWorker(f"compile{i}", env={"CUDA_VISIBLE_DEVICES": str(devices[0])})
+                IsolatedWorker(f"compile{i}", env={"CUDA_VISIBLE_DEVICES": str(devices[0])}, nice=10)
                 for i in range(n_compile)
             ]
         # Start every worker now, in parallel: a broken set-up fails here, and start-up is not charged to jobs.

@@ -119,6 +119,9 @@ class IsolatedWorker:
         Environment variables set in the child before it imports anything.
     initializer : str, optional
         ``module:function`` run once in the child after start-up (e.g. to initialise CUDA).
+    nice : int
+        Scheduling niceness added to the child (compile workers run at lower priority than the GPU worker,
+        whose host-side launches must not wait for a CPU core).
     startup_timeout_s : float
         Wall-time limit of start-up and ``initializer`` (s).
     """
@@ -130,8 +133,10 @@ class IsolatedWorker:
         env: Mapping[str, str] | None = None,
         initializer: str | None = None,
         startup_timeout_s: float = 180.0,
+        nice: int = 0,
     ) -> None:
         self.name = name
+        self.nice = nice
         self.env = dict(env or {})
         self.initializer = initializer
         self.startup_timeout_s = startup_timeout_s
@@ -165,6 +170,7 @@ class IsolatedWorker:
                 stderr=stderr,
                 pass_fds=(child_sock.fileno(),),
                 start_new_session=True,
+                preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,  # noqa: PLW1509
             )
         child_sock.close()
         self._conn = Connection(parent_sock.detach())
