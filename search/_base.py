@@ -132,6 +132,12 @@ class Screener:
         self.learns = learn
         self.seconds = 0.0
         """Wall time spent in the surrogate so far (s): forecasts, decisions and updates."""
+        self.max_update_errors = 3
+        """Failed updates in a row after which the surrogate stops learning."""
+        self.update_errors: list[str] = []
+        """Messages of the updates that failed."""
+        self._unlearned: Any = None
+        self._errors_in_a_row = 0
 
     def screen(self, candidates: Any, incumbent_ms: float | None) -> Screening:
         """Forecast ``candidates`` (a candidate frame of ``n`` rows) and decide each against ``incumbent_ms``."""
@@ -157,18 +163,37 @@ class Screener:
     def learn(self, records: Any) -> None:
         """Update the surrogate with a record frame of new measurements (no-op when ``learn=False``).
 
-        A surrogate that cannot update (``NotImplementedError``, or an error of its own such as a model loaded
-        without its training records) stops learning for the rest of the search, with a warning; the search
-        goes on with the surrogate as it is.
+        A failed update does not end the search, whose measurements are already paid for. A surrogate that
+        cannot update at all (``NotImplementedError``, or one of its own errors such as a model loaded without
+        its training records) stops learning, with a warning. Any other error is logged as a warning and the
+        records are kept and offered again with the next batch; after :attr:`max_update_errors` such errors in
+        a row learning stops. :attr:`update_errors` lists the messages.
         """
         if not self.learns or len(records) == 0:
             return
+        import polars as pl
+
+        batch = pl.concat([self._unlearned, records], how="diagonal_relaxed") if self._unlearned is not None \
+            else records
         start = time.perf_counter()
         try:
-            self.surrogate.update(records)
+            self.surrogate.update(batch)
+            self._unlearned = None
+            self._errors_in_a_row = 0
         except (NotImplementedError, KernelcastError) as exc:
             logger.warning("the surrogate cannot learn during this search, going on without updates: %s", exc)
+            self.update_errors.append(f"{type(exc).__name__}: {exc}")
             self.learns = False
+        except Exception as exc:  # noqa: BLE001 - a surrogate bug must not waste the measurements already made
+            self.update_errors.append(f"{type(exc).__name__}: {exc}")
+            self._errors_in_a_row += 1
+            self._unlearned = batch
+            logger.warning("the surrogate's update failed on %d records (%s: %s); retrying with the next batch",
+                           len(batch), type(exc).__name__, exc)
+            if self._errors_in_a_row >= self.max_update_errors:
+                logger.warning("the surrogate's update failed %d times in a row; going on without updates",
+                               self._errors_in_a_row)
+                self.learns = False
         finally:
             self.seconds += time.perf_counter() - start
 

@@ -89,6 +89,7 @@ def test_learning_is_optional_and_survives_a_surrogate_that_cannot_update(caplog
 
     frozen = Screener(Frozen(times_ms=[1.0]))
     frozen.learn(FRAME)
+    assert frozen.update_errors == ["NotImplementedError: no updates"]
     assert not frozen.learns
     assert "cannot learn" in caplog.text
 
@@ -98,3 +99,35 @@ def test_parameters_are_checked():
         Screener(FixedSurrogate(times_ms=[1.0]), rule="bayes")
     with pytest.raises(InvalidParameterError, match=r"'keep_fraction' parameter of Screener must be in \(0, 1\]"):
         Screener(FixedSurrogate(times_ms=[1.0]), rule="top_fraction", keep_fraction=0.0)
+
+
+def test_a_failed_update_is_retried_with_the_next_batch(caplog):
+    class Flaky(FixedSurrogate):
+        def update(self, records):
+            if len(records) < 3:
+                raise ValueError("needs more records")
+            return super().update(records)
+
+    surrogate = Flaky(times_ms=[1.0])
+    screener = Screener(surrogate)
+    screener.learn(FRAME.head(2))
+    assert surrogate.updates == []
+    assert screener.learns
+    assert "retrying with the next batch" in caplog.text
+    screener.learn(FRAME.head(1))
+    assert surrogate.updates == [3]  # the two unlearned records came along
+    screener.learn(FRAME.head(1))
+    screener.learn(FRAME.head(1))
+    screener.learn(FRAME.head(1))
+    assert surrogate.updates == [3, 3]
+    assert len(screener.update_errors) == 3
+
+    class Broken(FixedSurrogate):
+        def update(self, records):
+            raise RuntimeError("bug")
+
+    broken = Screener(Broken(times_ms=[1.0]))
+    for _ in range(3):
+        broken.learn(FRAME.head(1))
+    assert not broken.learns
+    assert "going on without updates" in caplog.text
