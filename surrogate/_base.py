@@ -65,6 +65,9 @@ class Forecast:
         Nominal coverage of the interval, e.g. 0.9.
     p_fail : ndarray of shape (n,) or None
         Probability that the candidate fails (compile error, out of resources, ...), where modelled.
+    log_time_scale : ndarray of shape (n,) or None
+        Predictive scale of the log runtime (about one standard deviation), where modelled: what pairwise,
+        speedup-bin and decision rules standardise forecast gaps by.
     """
 
     log_time_mean: np.ndarray
@@ -72,6 +75,7 @@ class Forecast:
     log_time_upper: np.ndarray
     coverage: float
     p_fail: np.ndarray | None = None
+    log_time_scale: np.ndarray | None = None
 
     @property
     def time_ms(self) -> np.ndarray:
@@ -109,6 +113,13 @@ class Surrogate(abc.ABC):
     @abc.abstractmethod
     def decide(self, candidates: Any, incumbent_ms: float | Sequence[float]) -> list[Decision]:
         """MEASURE, SKIP or DEFER for each candidate against the incumbent runtime(s) (ms) of its task."""
+
+    def predict_bin_proba(self, candidates: Any, reference_ms: float | Sequence[float]) -> np.ndarray:
+        """Probabilities, shape (n, 8), of the eight half-octave speedup bins over ``reference_ms``.
+
+        See :mod:`kernelcast.surrogate.bins` for the bin edges (default: not modelled).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not forecast speedup bins.")
 
     def update(self, records: Any) -> Surrogate:
         """Learn from new records during a search (default: refit on everything seen so far)."""

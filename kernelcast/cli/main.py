@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kernelcast.cli.measure",
     "kernelcast.cli.dataset",
     "kernelcast.cli.search",
+    "kernelcast.cli.train",
+    "kernelcast.cli.evaluate",
 )
 
 for _name in COMMAND_MODULES:

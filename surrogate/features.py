@@ -1,0 +1,513 @@
+"""The Featurizer: candidate or record frames to a numeric matrix, with stable, versioned feature names.
+
+Features, in column order (names are saved with every model; a model refuses a featurizer of another
+:data:`FEATURE_SCHEMA_VERSION`):
+
+``family``, ``variant``, ``dtype``
+    Categorical codes (vocabulary learned by :meth:`Featurizer.fit`; unseen values are missing).
+``dtype.bytes``
+    Bytes per element.
+``config.<knob>``
+    Each knob of the union of knobs over the families seen: numeric where every value is a number or a
+    bool, a categorical code otherwise; a list-valued knob becomes ``config.<knob>[i]``. Missing where a
+    family has no such knob.
+``problem.<dim>``
+    Problem dimensions and options from ``problem_json``, the same way.
+``compiled.<field>``
+    Compiler metadata where the frame carries it (``n_regs``, ``n_spills``, ``shared_bytes``,
+    ``num_warps``, ``num_stages``); missing for candidates not yet compiled.
+``device.<property>``
+    From :mod:`kernelcast.surrogate.devices` (SM count, bandwidth, peak rates, L2, compute capability,
+    per-SM limits, clock); missing for an unknown device. The device name itself is not a feature, so a
+    model can be asked about a GPU it was not trained on.
+``derived.<quantity>``
+    For families with a work model (kernelcast's own families through ``Family.flops``/``min_bytes``,
+    and :data:`IMPORTED_WORK_MODELS`): FLOPs, minimum bytes, arithmetic intensity, roofline time (ms);
+    for configurations with ``BLOCK_<dim>`` knobs: number of output tiles (over the dims with such a knob,
+    except :data:`REDUCTION_DIMS`) and waves over the device's SMs;
+    with compiled metadata: blocks per SM and occupancy.
+``source.<count>``
+    Simple source-text features (length, lines, counts of ``tl.dot``, atomics, loops, loads, stores,
+    reductions, barriers) from a ``source_text`` column or the sources given to :meth:`Featurizer.fit`.
+
+The log-time target is ``ln(time_ms)`` (:func:`kernelcast.surrogate.tasks.log_time`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from kernelcast.exceptions import NotFittedError, SchemaVersionError
+from kernelcast.surrogate.devices import DeviceSpec, device_spec
+from kernelcast.surrogate.tasks import require_candidates
+
+logger = logging.getLogger(__name__)
+
+FEATURE_SCHEMA_VERSION = 1
+"""Version of the feature layout. Bump it when a feature is added, removed or changes meaning."""
+
+DTYPE_BYTES: dict[str, float] = {
+    "float64": 8, "float32": 4, "tfloat32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    "int8": 1, "int32": 4, "int64": 8,
+}
+"""Bytes per element of the dtypes kernelcast and the importers write."""
+
+COMPILED_COLUMNS: tuple[str, ...] = ("n_regs", "n_spills", "shared_bytes", "num_warps", "num_stages")
+"""Compiler-metadata columns of the record layout."""
+
+DEVICE_FEATURES: tuple[str, ...] = (
+    "sm_count", "mem_bandwidth_gbs", "fp32_tflops", "fp16_tensor_tflops", "l2_mb", "compute_capability",
+    "regs_per_sm", "shared_kb_per_sm", "max_threads_per_sm", "boost_clock_mhz",
+)
+"""Device properties used as features (fields of :class:`~kernelcast.surrogate.devices.DeviceSpec`)."""
+
+SCALE_FEATURES: tuple[str, ...] = (
+    "device.sm_count", "device.mem_bandwidth_gbs", "device.fp32_tflops", "device.fp16_tensor_tflops", "device.l2_mb",
+    "device.boost_clock_mhz", "derived.roofline_ms",
+)
+"""Features that measure how big or fast a GPU is, rather than its architecture. Models that hand the task's
+level to :class:`~kernelcast.surrogate.level.TaskLevelModel` leave them out (``device_features="architecture"``):
+with few training GPUs a tree splits on them arbitrarily and misroutes an unseen GPU."""
+
+DERIVED_FEATURES: tuple[str, ...] = (
+    "flops", "min_bytes", "arithmetic_intensity", "roofline_ms", "tiles", "waves", "wave_efficiency",
+    "blocks_per_sm", "occupancy",
+)
+"""Derived quantities, in order."""
+
+_SOURCE_PATTERNS: dict[str, re.Pattern[str]] = {
+    "n_dot": re.compile(r"tl\.dot\b|\bmma\b|wmma"),
+    "n_atomic": re.compile(r"tl\.atomic_\w+|\batomic[A-Z]\w*"),
+    "n_loops": re.compile(r"\bfor\b|\bwhile\b"),
+    "n_load": re.compile(r"tl\.load\b"),
+    "n_store": re.compile(r"tl\.store\b"),
+    "n_reduce": re.compile(r"tl\.(?:sum|max|min|reduce|argmax|argmin|cumsum)\b"),
+    "n_barrier": re.compile(r"__syncthreads|tl\.debug_barrier"),
+    "n_where": re.compile(r"tl\.where\b"),
+}
+SOURCE_FEATURES: tuple[str, ...] = ("n_chars", "n_lines", *_SOURCE_PATTERNS)
+"""Source-text features, in order."""
+
+REDUCTION_DIMS: frozenset[str] = frozenset({"K"})
+"""Problem dims that programs loop over rather than split into tiles (the GEMM ``K`` by convention)."""
+
+MAX_BLOCKS_PER_SM_PRE_HOPPER = 16
+MAX_BLOCKS_PER_SM_HOPPER = 32
+
+WorkModel = Callable[[Mapping[str, Any], str], tuple[float, float]]
+"""``(problem, dtype) -> (flops, min_bytes)`` of a family that has no kernelcast Family object."""
+
+
+def _sizes(problem: Mapping[str, Any], count: int) -> list[float]:
+    """The first ``count`` sizes of a Kernel Tuner problem (``{"n0": ..., "n1": ...}`` from the importer)."""
+    sizes = [float(problem[f"n{i}"]) for i in range(count) if f"n{i}" in problem]
+    if not sizes:
+        raise ValueError(f"no n0.. sizes in {dict(problem)!r}")
+    return sizes + [sizes[-1]] * (count - len(sizes))
+
+
+def _kt_gemm(problem: Mapping[str, Any], dtype: str) -> tuple[float, float]:
+    m, n, k = _sizes(problem, 3)  # the benchmark hub's GEMM is square: K = N when not given
+    size = DTYPE_BYTES.get(dtype, 4)
+    return 2.0 * m * n * k, size * (m * k + k * n + m * n)
+
+
+def _kt_convolution(problem: Mapping[str, Any], dtype: str) -> tuple[float, float]:
+    w, h = _sizes(problem, 2)
+    fw = fh = 15.0  # the benchmark hub's filter (filter_width/height are fixed knobs of the space)
+    size = DTYPE_BYTES.get(dtype, 4)
+    return 2.0 * w * h * fw * fh, size * ((w + fw - 1) * (h + fh - 1) + w * h + fw * fh)
+
+
+def _kt_pnpoly(problem: Mapping[str, Any], dtype: str) -> tuple[float, float]:
+    (points,) = _sizes(problem, 1)
+    vertices = 600.0  # the benchmark hub's polygon
+    size = DTYPE_BYTES.get(dtype, 4)
+    # Each point tests every edge (about 8 flops per edge test); reads its 2 coordinates, writes one int.
+    return 8.0 * points * vertices, size * 2 * points + 4 * points + size * 2 * vertices
+
+
+IMPORTED_WORK_MODELS: dict[str, WorkModel] = {
+    "kernel_tuner/Xgemm": _kt_gemm,
+    "kernel_tuner/convolution_kernel": _kt_convolution,
+    "kernel_tuner/cn_pnpoly": _kt_pnpoly,
+}
+"""Work models of imported kernels (family names as ``kernelcast dataset import-kernel-tuner`` writes them):
+Kernel Tuner's CLBlast GEMM, 2D convolution with a 15x15 filter, and point-in-polygon with 600 vertices, as
+in the Kernel Tuner benchmark hub. Approximate: they feed the roofline features, which only need the right
+order of magnitude."""
+
+
+def _kind_of(values: list[Any]) -> tuple[str, int]:
+    """``("numeric" | "categorical" | "list", list length)`` of a knob from its observed values."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, list | tuple) for v in present):
+        if all(isinstance(x, int | float) for v in present for x in v):
+            return "list", max(len(v) for v in present)
+        return "categorical", 0
+    if all(isinstance(v, int | float) for v in present):  # bools are ints
+        return "numeric", 0
+    return "categorical", 0
+
+
+def _unique_codes(column: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """The distinct values of ``column`` (as strings, nulls as "") and each row's index into them."""
+    strings = column.cast(pl.String).fill_null("").rename("value")
+    uniques = strings.unique(maintain_order=True)
+    codes = strings.to_frame().join(uniques.to_frame().with_row_index("code"), on="value", how="left",
+                                    maintain_order="left")["code"].to_numpy().astype(np.int64)
+    return uniques, codes
+
+
+def source_text_features(text: str | None) -> list[float]:
+    """The :data:`SOURCE_FEATURES` of one source text (NaN for a missing text)."""
+    if not text:
+        return [math.nan] * len(SOURCE_FEATURES)
+    counts = [float(len(p.findall(text))) for p in _SOURCE_PATTERNS.values()]
+    return [float(len(text)), float(text.count("\n") + 1), *counts]
+
+
+def _device_row(spec: DeviceSpec | None) -> list[float]:
+    if spec is None:
+        return [math.nan] * len(DEVICE_FEATURES)
+    return [float(getattr(spec, f)) for f in DEVICE_FEATURES]
+
+
+def _work(family: str, problem_json: str, dtype: str) -> tuple[float, float]:
+    """``(flops, min_bytes)`` of a task, NaN where no work model applies."""
+    try:
+        problem = json.loads(problem_json)
+    except (TypeError, ValueError):
+        return math.nan, math.nan
+    model = IMPORTED_WORK_MODELS.get(family)
+    if model is not None:
+        try:
+            return model(problem, dtype)
+        except (ValueError, TypeError, KeyError):
+            return math.nan, math.nan
+    try:
+        from kernelcast.measurement.families import BUILTIN_FAMILIES, family_names, get_family
+
+        if family not in BUILTIN_FAMILIES and family not in family_names():
+            return math.nan, math.nan
+        fam = get_family(family)
+        from kernelcast.measurement.space import Problem
+
+        dims = {d: int(problem[d]) for d in fam.dims}
+        options = {k: v for k, v in problem.items() if k not in fam.dims}
+        prob = Problem(dims=dims, dtype=dtype, options=options)
+        return float(fam.flops(prob)), float(fam.min_bytes(prob))
+    except Exception as exc:  # noqa: BLE001 - a family that cannot be imported here (no triton) has no work model
+        logger.debug("no work model for %s %s: %s", family, problem_json, exc)
+        return math.nan, math.nan
+
+
+class Featurizer:
+    """Turns a candidate or record frame into a float64 matrix with stable feature names.
+
+    Call :meth:`fit` on training records (learns knob names, kinds and vocabularies), then
+    :meth:`transform` on any frame with :data:`~kernelcast.surrogate._base.CANDIDATE_COLUMNS`.
+    :meth:`to_dict`/:meth:`from_dict` give a JSON-safe state that carries :data:`FEATURE_SCHEMA_VERSION`.
+
+    Attributes
+    ----------
+    feature_names_ : list of str
+        Column names of :meth:`transform`'s output.
+    categorical_features_ : list of str
+        The names among them that hold categorical codes.
+    """
+
+    def fit(self, frame: pl.DataFrame, sources: Mapping[str, str] | pl.DataFrame | None = None) -> Featurizer:
+        """Learn the feature layout from ``frame``; ``sources`` maps ``source_hash`` to source text."""
+        require_candidates(frame)
+        self.families_ = sorted(frame["family"].unique().drop_nulls().to_list())
+        self.variants_ = sorted(frame["variant"].unique().drop_nulls().to_list())
+        self.dtypes_ = sorted(frame["dtype"].unique().drop_nulls().to_list())
+        self.config_keys_ = self._learn_keys(frame["config_json"])
+        self.problem_keys_ = self._learn_keys(frame["problem_json"])
+        self.source_table_ = self._learn_sources(frame, sources)
+        names: list[str] = ["family", "variant", "dtype", "dtype.bytes"]
+        categorical = ["family", "variant", "dtype"]
+        for prefix, keys in (("config", self.config_keys_), ("problem", self.problem_keys_)):
+            for key, spec in keys.items():
+                if spec["kind"] == "list":
+                    names += [f"{prefix}.{key}[{i}]" for i in range(spec["length"])]
+                else:
+                    names.append(f"{prefix}.{key}")
+                    if spec["kind"] == "categorical":
+                        categorical.append(f"{prefix}.{key}")
+        names += [f"compiled.{c}" for c in COMPILED_COLUMNS]
+        names += [f"device.{d}" for d in DEVICE_FEATURES]
+        names += [f"derived.{d}" for d in DERIVED_FEATURES]
+        names += [f"source.{s}" for s in SOURCE_FEATURES]
+        self.feature_names_ = names
+        self.categorical_features_ = categorical
+        return self
+
+    @staticmethod
+    def _learn_keys(column: pl.Series) -> dict[str, dict[str, Any]]:
+        observed: dict[str, list[Any]] = {}
+        for text in column.unique().drop_nulls().to_list():
+            for key, value in json.loads(text).items():
+                observed.setdefault(key, []).append(value)
+        keys: dict[str, dict[str, Any]] = {}
+        for key in sorted(observed):
+            kind, length = _kind_of(observed[key])
+            spec: dict[str, Any] = {"kind": kind}
+            if kind == "list":
+                spec["length"] = length
+            keys[key] = spec
+        # Vocabularies of categorical knobs, read back through the same decoder transform uses.
+        cats = {k: pl.String() for k, s in keys.items() if s["kind"] == "categorical"}
+        if cats:
+            decoded = column.str.json_decode(dtype=pl.Struct(cats)).struct.unnest()
+            for key in cats:
+                keys[key]["values"] = sorted(decoded[key].unique().drop_nulls().to_list())
+        return keys
+
+    @staticmethod
+    def _learn_sources(frame: pl.DataFrame, sources: Mapping[str, str] | pl.DataFrame | None) -> dict[str, list[float]]:
+        texts: dict[str, str] = {}
+        if isinstance(sources, pl.DataFrame):
+            texts.update(dict(sources.select("source_hash", "source_text").iter_rows()))
+        elif sources is not None:
+            texts.update(sources)
+        if "source_text" in frame.columns:
+            texts.update(
+                dict(frame.select("source_hash", "source_text").drop_nulls().unique("source_hash").iter_rows())
+            )
+        hashes = set(frame["source_hash"].unique().drop_nulls().to_list())
+        return {h: source_text_features(t) for h, t in texts.items() if h in hashes}
+
+    # -- transform ----------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "feature_names_"):
+            raise NotFittedError("This Featurizer is not fitted yet. Call 'fit' with a record frame first.")
+
+    @property
+    def n_features(self) -> int:
+        """Number of features."""
+        self._check_fitted()
+        return len(self.feature_names_)
+
+    def transform(self, frame: pl.DataFrame) -> np.ndarray:
+        """Return the feature matrix of ``frame``, shape (n, :attr:`n_features`), float64, NaN = missing."""
+        self._check_fitted()
+        require_candidates(frame)
+        n = frame.height
+        cols: list[np.ndarray] = [
+            self._codes(frame["family"], self.families_),
+            self._codes(frame["variant"], self.variants_),
+            self._codes(frame["dtype"], self.dtypes_),
+            frame["dtype"].replace_strict(DTYPE_BYTES, default=None, return_dtype=pl.Float64)
+            .fill_null(np.nan).to_numpy(),
+        ]
+        config = self._decode(frame["config_json"], self.config_keys_)
+        problem = self._decode(frame["problem_json"], self.problem_keys_)
+        cols += config
+        cols += problem
+        compiled = {}
+        for c in COMPILED_COLUMNS:
+            if c in frame.columns:
+                compiled[c] = frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            else:
+                compiled[c] = np.full(n, np.nan)
+            cols.append(compiled[c])
+        device = self._per_unique(frame["device"], lambda d: _device_row(device_spec(d)), len(DEVICE_FEATURES))
+        cols += list(device.T)
+        cols += list(self._derived(frame, config, problem, compiled, device).T)
+        cols += list(self._source(frame).T)
+        if len(cols) != len(self.feature_names_):  # pragma: no cover - internal consistency
+            raise RuntimeError(f"featurizer produced {len(cols)} columns for {len(self.feature_names_)} names")
+        X = np.empty((n, len(cols)), dtype=np.float64)
+        for j, col in enumerate(cols):
+            X[:, j] = col
+        return X
+
+    @staticmethod
+    def _codes(column: pl.Series, vocabulary: list[str]) -> np.ndarray:
+        mapping = {v: float(i) for i, v in enumerate(vocabulary)}
+        return column.cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.Float64).fill_null(
+            np.nan
+        ).to_numpy()
+
+    def _decode(self, column: pl.Series, keys: dict[str, dict[str, Any]]) -> list[np.ndarray]:
+        """Decode JSON knobs into one float column per feature; each distinct string is decoded once."""
+        if not keys:
+            return []
+        uniques, codes = _unique_codes(column)
+        dtypes: dict[str, pl.DataType] = {}
+        for key, spec in keys.items():
+            dtypes[key] = {"numeric": pl.Float64(), "categorical": pl.String(), "list": pl.List(pl.Float64())}[
+                spec["kind"]
+            ]
+        decoded = uniques.str.json_decode(dtype=pl.Struct(dtypes)).struct.unnest()
+        out: list[np.ndarray] = []
+        for key, spec in keys.items():
+            if spec["kind"] == "list":
+                for i in range(spec["length"]):
+                    out.append(decoded[key].list.get(i, null_on_oob=True).fill_null(np.nan).to_numpy()[codes])
+            elif spec["kind"] == "numeric":
+                out.append(decoded[key].fill_null(np.nan).to_numpy()[codes])
+            else:
+                out.append(self._codes(decoded[key], spec["values"])[codes])
+        return out
+
+    @staticmethod
+    def _per_unique(column: pl.Series, fn: Callable[[Any], list[float]], width: int) -> np.ndarray:
+        """Apply ``fn`` once per distinct value of ``column``; return the rows, shape (n, width)."""
+        uniques, codes = _unique_codes(column)
+        table = np.array([fn(u) for u in uniques.to_list()], dtype=np.float64).reshape(uniques.len(), width)
+        return table[codes]
+
+    def _column(
+        self, prefix: str, key: str, decoded: list[np.ndarray], keys: dict[str, dict[str, Any]]
+    ) -> np.ndarray | None:
+        """The decoded numeric column ``prefix.key``, or None when absent or not numeric."""
+        names = []
+        for k, spec in keys.items():
+            names += [f"{k}[{i}]" for i in range(spec["length"])] if spec["kind"] == "list" else [k]
+        if key in names and keys.get(key, {}).get("kind") == "numeric":
+            return decoded[names.index(key)]
+        return None
+
+    def _derived(
+        self,
+        frame: pl.DataFrame,
+        config: list[np.ndarray],
+        problem: list[np.ndarray],
+        compiled: dict[str, np.ndarray],
+        device: np.ndarray,
+    ) -> np.ndarray:
+        n = frame.height
+        task = frame.select(pl.concat_str(["family", "problem_json", "dtype"], separator="\x1f")).to_series()
+
+        def work(key: str) -> list[float]:
+            family, problem_json, dtype = key.split("\x1f")
+            return list(_work(family, problem_json, dtype))
+
+        flops, min_bytes = self._per_unique(task, work, 2).T if n else (np.zeros(0), np.zeros(0))
+        dev = {name: device[:, i] for i, name in enumerate(DEVICE_FEATURES)}
+        dtype_bytes = frame["dtype"].replace_strict(DTYPE_BYTES, default=None, return_dtype=pl.Float64).fill_null(
+            np.nan).to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            intensity = flops / min_bytes
+            peak = np.where(dtype_bytes <= 2, dev["fp16_tensor_tflops"], dev["fp32_tflops"]) * 1e12
+            roofline_ms = np.maximum(flops / peak, min_bytes / (dev["mem_bandwidth_gbs"] * 1e9)) * 1e3
+
+            tiles = np.ones(n)
+            any_tiled = np.zeros(n, dtype=bool)
+            for key, spec in self.problem_keys_.items():
+                if spec["kind"] != "numeric" or key in REDUCTION_DIMS:
+                    continue
+                block = self._column("config", f"BLOCK_{key}", config, self.config_keys_)
+                if block is None:
+                    block = self._column("config", f"BLOCK_SIZE_{key}", config, self.config_keys_)
+                if block is None:
+                    continue
+                dim = self._column("problem", key, problem, self.problem_keys_)
+                if dim is None:
+                    continue
+                pair = np.isfinite(dim) & np.isfinite(block) & (block > 0)
+                tiles = np.where(pair, tiles * np.ceil(dim / np.where(pair, block, 1.0)), tiles)
+                any_tiled |= pair
+            tiles = np.where(any_tiled, tiles, np.nan)
+
+            warps = compiled["num_warps"].copy()
+            cfg_warps = self._column("config", "num_warps", config, self.config_keys_)
+            if cfg_warps is not None:
+                warps = np.where(np.isfinite(warps), warps, cfg_warps)
+            threads = 32.0 * warps
+            max_blocks = np.where(dev["compute_capability"] >= 9.0, MAX_BLOCKS_PER_SM_HOPPER,
+                                  MAX_BLOCKS_PER_SM_PRE_HOPPER).astype(np.float64)
+            by_threads = np.floor(dev["max_threads_per_sm"] / threads)
+            regs = compiled["n_regs"]
+            by_regs = np.where(regs > 0, np.floor(dev["regs_per_sm"] / (regs * threads)), np.inf)
+            smem = compiled["shared_bytes"]
+            by_smem = np.where(smem > 0, np.floor(dev["shared_kb_per_sm"] * 1024.0 / smem), np.inf)
+            blocks_per_sm = np.minimum.reduce([max_blocks, by_threads, by_regs, by_smem])
+            has_meta = np.isfinite(regs) & np.isfinite(threads) & np.isfinite(blocks_per_sm)
+            blocks_per_sm = np.where(has_meta, blocks_per_sm, np.nan)
+            occupancy = blocks_per_sm * threads / dev["max_threads_per_sm"]
+            resident = dev["sm_count"] * np.where(np.isfinite(blocks_per_sm) & (blocks_per_sm > 0), blocks_per_sm, 1.0)
+            waves = tiles / resident
+            wave_efficiency = waves / np.ceil(waves)
+        out = np.column_stack([flops, min_bytes, intensity, roofline_ms, tiles, waves, wave_efficiency,
+                               blocks_per_sm, occupancy]) if n else np.zeros((0, len(DERIVED_FEATURES)))
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def _source(self, frame: pl.DataFrame) -> np.ndarray:
+        width = len(SOURCE_FEATURES)
+        if "source_text" in frame.columns:
+            texts = dict(frame.select("source_hash", "source_text").drop_nulls().unique("source_hash").iter_rows())
+        else:
+            texts = {}
+
+        def row(h: str) -> list[float]:
+            if h in texts:
+                return source_text_features(texts[h])
+            return self.source_table_.get(h, [math.nan] * width)
+
+        return self._per_unique(frame["source_hash"], row, width)
+
+    # -- persistence --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe state, including :data:`FEATURE_SCHEMA_VERSION`."""
+        self._check_fitted()
+        return {
+            "feature_schema_version": FEATURE_SCHEMA_VERSION,
+            "families": self.families_,
+            "variants": self.variants_,
+            "dtypes": self.dtypes_,
+            "config_keys": self.config_keys_,
+            "problem_keys": self.problem_keys_,
+            "source_table": {h: [None if math.isnan(v) else v for v in vals] for h, vals in self.source_table_.items()},
+            "feature_names": self.feature_names_,
+            "categorical_features": self.categorical_features_,
+        }
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], *, what: str = "The featurizer state") -> Featurizer:
+        """Rebuild a fitted featurizer; raise :class:`SchemaVersionError` for another schema version."""
+        check_feature_schema(state.get("feature_schema_version"), what)
+        out = cls()
+        out.families_ = list(state["families"])
+        out.variants_ = list(state["variants"])
+        out.dtypes_ = list(state["dtypes"])
+        out.config_keys_ = {k: dict(v) for k, v in state["config_keys"].items()}
+        out.problem_keys_ = {k: dict(v) for k, v in state["problem_keys"].items()}
+        out.source_table_ = {k: [math.nan if v is None else float(v) for v in vals]
+                             for k, vals in state["source_table"].items()}
+        out.feature_names_ = list(state["feature_names"])
+        out.categorical_features_ = list(state["categorical_features"])
+        return out
+
+
+class FeatureSchemaMismatchError(SchemaVersionError):
+    """A model was saved with a feature schema version other than this code's."""
+
+    def __init__(self, what: str, found: int | str, supported: int | str) -> None:
+        self.what = what
+        self.found = found
+        self.supported = supported
+        Exception.__init__(
+            self,
+            f"{what} was saved with feature schema version {found}, but this kernelcast builds features with "
+            f"version {supported}. Retrain the model with this version (kernelcast train), or use the "
+            f"kernelcast release that wrote it.",
+        )
+
+
+def check_feature_schema(found: Any, what: str) -> None:
+    """Raise :class:`FeatureSchemaMismatchError` naming both versions unless ``found`` is this code's."""
+    if found != FEATURE_SCHEMA_VERSION:
+        raise FeatureSchemaMismatchError(what, found, FEATURE_SCHEMA_VERSION)

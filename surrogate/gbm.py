@@ -1,0 +1,266 @@
+"""GBMSurrogate: LightGBM forecasts of log runtime with CQR intervals, p_fail, calibrated pairs and bins.
+
+Models, all LightGBM on the :class:`~kernelcast.surrogate.features.Featurizer` matrix:
+
+- a mean model of ``ln(time_ms)`` and two quantile models at ``(1 -/+ coverage) / 2``
+  (:class:`~kernelcast.surrogate.cqr.ConformalQuantileRegressor`), made valid by conformalized quantile
+  regression on the calibration split;
+- a binary classifier of failure (any status other than ``ok``) giving ``p_fail``.
+
+Calibration, pairwise probabilities, speedup bins and the MEASURE/SKIP/DEFER rule with its conformal risk
+control guarantee are shared with the other tabular surrogates: see
+:mod:`kernelcast.surrogate._calibrated`. Saved as LightGBM text files plus ``model.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from kernelcast.exceptions import InvalidParameterError, invalid_choice
+from kernelcast.surrogate._calibrated import CalibratedSurrogate, RawForecast
+from kernelcast.surrogate.cqr import ConformalQuantileRegressor
+from kernelcast.surrogate.tasks import log_time, ok_mask, require_records, task_labels
+
+UPDATE_MODES: tuple[str, ...] = ("refit", "warm_start")
+"""Allowed values of ``GBMSurrogate.update_mode``."""
+
+_BOOSTER_FILES = {"mean": "mean.txt", "lower": "lower.txt", "upper": "upper.txt"}
+
+
+class GBMSurrogate(CalibratedSurrogate):
+    """Selective gradient-boosted surrogate of kernel runtimes (scikit-learn estimator contract).
+
+    Parameters
+    ----------
+    coverage : float, default=0.9
+        Nominal coverage of the log-time interval.
+    skip_error_rate : float, default=0.05
+        Target rate of skipping a candidate that would beat the incumbent (see ``decide``).
+    pair_calibration : {"isotonic", "temperature"}, default="isotonic"
+        How pairwise probabilities are calibrated.
+    min_calibration_pairs : int, default=100
+        Fewer improving (candidate, incumbent) calibration pairs than this make every decision DEFER.
+    incumbent_top_fraction : float, default=0.25
+        Calibration incumbents are drawn from this best fraction of each task.
+    centering : bool, default=True
+        Forecast ``level(task) + shape(x)``: the LightGBM models learn the log time minus the task's level
+        (:class:`~kernelcast.surrogate.level.TaskLevelModel`); False: they learn the log time itself.
+    device_features : {"architecture", "all"}, default="architecture"
+        Device features the LightGBM models see: only architecture-determined ones (compute capability,
+        per-SM limits), or also GPU-scale ones (:data:`~kernelcast.surrogate.features.SCALE_FEATURES`).
+    n_estimators : int, default=300
+        Boosting rounds of the mean model.
+    quantile_estimators : int, default=150
+        Boosting rounds of each quantile model.
+    fail_estimators : int, default=100
+        Boosting rounds of the failure classifier.
+    learning_rate : float, default=0.08
+    num_leaves : int, default=63
+        Leaves per tree of the mean model.
+    quantile_num_leaves : int, default=31
+        Leaves per tree of the quantile models and the failure classifier.
+    min_child_samples : int, default=20
+    subsample : float, default=0.8
+    colsample_bytree : float, default=0.9
+    reg_lambda : float, default=0.0
+        LightGBM hyperparameters shared by all models.
+    update_mode : {"refit", "warm_start"}, default="refit"
+        ``update``: refit on all records seen, or add ``update_estimators`` rounds fitted on the new ones.
+    update_estimators : int, default=100
+        Rounds added per warm-start update.
+    n_jobs : int or None, default=None
+        LightGBM threads.
+    random_state : int or None, default=0
+        Seed.
+
+    Attributes
+    ----------
+    regressor_ : ConformalQuantileRegressor
+        Mean and quantile models.
+    fail_booster_ : lightgbm.Booster or None
+        Failure classifier (None when training had a single class).
+    fail_rate_ : float
+        Training failure rate, the p_fail used when there is no classifier.
+    featurizer_ : Featurizer
+        The feature layout, saved with the model.
+    level_model_ : TaskLevelModel or None
+        Task levels (with ``centering``).
+    calibration_ : CalibrationState or None
+        Set by ``calibrate``.
+    training_data_ : dict
+        Identity of the training records (key hash, row count, dataset path).
+    """
+
+    model_name = "gbm"
+
+    def __init__(
+        self,
+        *,
+        coverage: float = 0.9,
+        skip_error_rate: float = 0.05,
+        pair_calibration: str = "isotonic",
+        min_calibration_pairs: int = 100,
+        incumbent_top_fraction: float = 0.25,
+        centering: bool = True,
+        device_features: str = "architecture",
+        n_estimators: int = 300,
+        quantile_estimators: int = 150,
+        fail_estimators: int = 100,
+        learning_rate: float = 0.08,
+        num_leaves: int = 63,
+        quantile_num_leaves: int = 31,
+        min_child_samples: int = 20,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.9,
+        reg_lambda: float = 0.0,
+        update_mode: str = "refit",
+        update_estimators: int = 100,
+        n_jobs: int | None = None,
+        random_state: int | None = 0,
+    ) -> None:
+        self.coverage = coverage
+        self.skip_error_rate = skip_error_rate
+        self.pair_calibration = pair_calibration
+        self.min_calibration_pairs = min_calibration_pairs
+        self.incumbent_top_fraction = incumbent_top_fraction
+        self.centering = centering
+        self.device_features = device_features
+        self.n_estimators = n_estimators
+        self.quantile_estimators = quantile_estimators
+        self.fail_estimators = fail_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.quantile_num_leaves = quantile_num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.update_mode = update_mode
+        self.update_estimators = update_estimators
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.update_mode not in UPDATE_MODES:
+            raise invalid_choice("update_mode", type(self).__name__, self.update_mode, UPDATE_MODES)
+        for name in ("fail_estimators", "update_estimators"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be a positive int. Got {value!r} instead."
+                )
+
+    def _make_regressor(self) -> ConformalQuantileRegressor:
+        categorical = [self.featurizer_.feature_names_.index(c) for c in self.featurizer_.categorical_features_]
+        return ConformalQuantileRegressor(
+            coverage=self.coverage,
+            n_estimators=self.n_estimators,
+            quantile_estimators=self.quantile_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            quantile_num_leaves=self.quantile_num_leaves,
+            min_child_samples=self.min_child_samples,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            reg_lambda=self.reg_lambda,
+            categorical_features=tuple(categorical),
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
+
+    def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray) -> None:
+        self.regressor_ = self._make_regressor()
+        self.regressor_._validate_params()
+        self.regressor_.fit(X_ok, y_ok)
+        self.fail_rate_ = float(failed.mean()) if failed.size else 0.0
+        self.fail_booster_ = None
+        if 0 < failed.sum() < failed.size:
+            params = self.regressor_.lgb_params("binary", num_leaves=self.quantile_num_leaves)
+            categorical = list(self.regressor_.categorical_features)
+            order = np.random.default_rng(self.regressor_._seed()).permutation(X_all.shape[0])  # see cqr.fit
+            data = lgb.Dataset(X_all[order], failed[order].astype(np.float64),
+                               categorical_feature=categorical or "auto", params={"verbosity": -1})
+            self.fail_booster_ = lgb.train(params, data, num_boost_round=self.fail_estimators)
+
+    def _raw_forecast(self, X: np.ndarray) -> RawForecast:
+        boosters = self.regressor_.boosters_
+        mean = boosters["mean"].predict(X)
+        lower = boosters["lower"].predict(X)
+        upper = boosters["upper"].predict(X)
+        if self.fail_booster_ is not None:
+            p_fail = self.fail_booster_.predict(X)
+        else:
+            p_fail = np.full(X.shape[0], self.fail_rate_)
+        return RawForecast(mean=mean, lower=np.minimum(lower, upper), upper=np.maximum(lower, upper), p_fail=p_fail)
+
+    def update(self, records: pl.DataFrame) -> GBMSurrogate:
+        """Learn from new records: refit on everything (``update_mode="refit"``) or warm-start.
+
+        Warm start adds ``update_estimators`` boosting rounds to each log-time model, fitted on the new
+        ``ok`` records only (LightGBM ``init_model``); the feature layout and the failure classifier stay.
+        In both modes the calibration is kept; re-run ``calibrate`` on fresh held-out records to restore
+        its guarantees exactly.
+        """
+        if self.update_mode == "refit":
+            super().update(records)
+            return self
+        self._check_fitted()
+        require_records(records, "The new records")
+        ok = ok_mask(records)
+        if not ok.any():
+            return self
+        X_full = self.featurizer_.transform(records)
+        y = log_time(records)
+        if self.level_model_ is not None:
+            family, roofline = self._level_inputs(X_full)
+            y = y - self.level_model_.predict(np.asarray(task_labels(records)), family, roofline)
+        X = self._model_matrix(X_full)[ok]
+        y = y[ok]
+        low = (1.0 - self.coverage) / 2.0
+        objectives = {"mean": ("regression", None), "lower": ("quantile", low), "upper": ("quantile", 1.0 - low)}
+        categorical = list(self.regressor_.categorical_features)
+        for name, (objective, alpha) in objectives.items():
+            leaves = self.num_leaves if name == "mean" else self.quantile_num_leaves
+            params = self.regressor_.lgb_params(objective, alpha, num_leaves=leaves)
+            data = lgb.Dataset(X, y, categorical_feature=categorical or "auto", params={"verbosity": -1})
+            self.regressor_.boosters_[name] = lgb.train(
+                params, data, num_boost_round=self.update_estimators, init_model=self.regressor_.boosters_[name],
+                keep_training_booster=False,
+            )
+        if self.training_records_ is not None:
+            new = records.select([c for c in self.training_records_.columns if c in records.columns])
+            self.training_records_ = pl.concat([self.training_records_, new], how="diagonal_relaxed")
+        return self
+
+    def _save_models(self, path: Path) -> dict[str, Any]:
+        for name, file in _BOOSTER_FILES.items():
+            self.regressor_.boosters_[name].save_model(str(path / file))
+        fail_file = None
+        if self.fail_booster_ is not None:
+            fail_file = "fail.txt"
+            self.fail_booster_.save_model(str(path / fail_file))
+        elif (path / "fail.txt").exists():
+            (path / "fail.txt").unlink()
+        return {
+            "boosters": dict(_BOOSTER_FILES),
+            "fail_booster": fail_file,
+            "fail_rate": self.fail_rate_,
+            "categorical_features": list(self.regressor_.categorical_features),
+        }
+
+    def _load_models(self, path: Path, state: Mapping[str, Any]) -> None:
+        self.regressor_ = self._make_regressor()
+        self.regressor_.boosters_ = {
+            name: lgb.Booster(model_file=str(path / file)) for name, file in state["boosters"].items()
+        }
+        self.regressor_.n_features_in_ = self.n_features_in_
+        self.fail_rate_ = float(state["fail_rate"])
+        fail_file = state.get("fail_booster")
+        self.fail_booster_ = lgb.Booster(model_file=str(path / fail_file)) if fail_file else None
