@@ -54,7 +54,7 @@ class Protocol:
         Per-candidate wall-time limit of compilation (s).
     """
 
-    warmup_ms: float = 5.0
+    warmup_ms: float = 2.0
     min_reps: int = 10
     max_reps: int = 300
     target_rse: float = 0.005
