@@ -36,6 +36,7 @@ from kernelcast.exceptions import InvalidParameterError
 from kernelcast.search.loop import Budget, Search, SearchResult
 from kernelcast.search.oracles._base import Oracle, Task, default_budget
 from kernelcast.search.strategies import Strategy, parse_strategies
+from kernelcast.search.tracking import log_search
 from kernelcast.surrogate._base import Surrogate
 
 WITHIN = 0.05
@@ -97,6 +98,15 @@ class RunScore:
             if speed >= threshold - 1e-12:
                 return i
         return None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunScore:
+        """Rebuild a score from :meth:`to_dict` output (to merge harness results run apart)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in fields}
+        kwargs["task"] = Task(**data["task"])
+        kwargs["curve"] = tuple(data["curve"])
+        return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -280,7 +290,7 @@ def run_harness(
     surrogate_factory: Callable[[Task], Surrogate] | None = None,
     run_root: str | os.PathLike[str] | None = None,
     storage: str | os.PathLike[str] | None = None,
-    tracker_factory: Callable[[Task, Strategy, int, Budget], Any] | None = None,
+    track: bool = False,
     on_run: Callable[[RunScore, int, int], None] | None = None,
 ) -> HarnessResult:
     """Run every strategy on every task for every seed at equal budget, and score the runs.
@@ -303,8 +313,9 @@ def run_harness(
         Keep each run's records and study under ``run_root/<task>/<strategy>/seed<k>`` (resumable).
     storage : path or URL, optional
         One Optuna storage for every study (needs ``run_root``); default: a journal file per run.
-    tracker_factory : callable, optional
-        ``(task, strategy, seed, budget) -> tracker`` (a context manager with ``log_metrics``), one per run.
+    track : bool
+        Log one MLflow run per search through :func:`kernelcast.search.tracking.log_search` (a no-op where
+        MLflow is unavailable).
     on_run : callable, optional
         ``(score, done, total)`` after each run, for progress reports.
     """
@@ -327,16 +338,12 @@ def run_harness(
                 run_oracle = oracle.fork(seed)
                 run_dir = Path(run_root) / task.slug() / strategy.name / f"seed{seed}" if run_root else None
                 surrogate = surrogate_factory(task) if strategy.needs_surrogate and surrogate_factory else None
-                tracker = tracker_factory(task, strategy, seed, task_budget) if tracker_factory else None
                 search = Search(task, run_oracle, strategy=strategy, budget=task_budget, surrogate=surrogate,
-                                seed=seed, run_dir=run_dir, storage=storage, tracker=tracker)
-                if tracker is not None:
-                    with tracker:
-                        result = search.run()
-                        tracker.log_result(result)
-                else:
-                    result = search.run()
+                                seed=seed, run_dir=run_dir, storage=storage)
+                result = search.run()
                 runs.append(score(result, run_oracle))
+                if track:
+                    log_search(result, runs[-1], oracle=oracle.describe())
                 if on_run is not None:
                     on_run(runs[-1], len(runs), total)
     config = {

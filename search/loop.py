@@ -320,8 +320,6 @@ class Search:
         Screened steps in a row with nothing to measure before the best candidate is measured anyway.
     max_stale_proposals : int
         Proposals in a row that bring nothing new (invalid or known configs) before the search gives up.
-    tracker : object, optional
-        Receives ``log_metrics(dict, step)`` after each measurement (see :mod:`kernelcast.search.tracking`).
     """
 
     def __init__(
@@ -337,7 +335,6 @@ class Search:
         storage: str | os.PathLike[str] | optuna.storages.BaseStorage | None = None,
         idle_steps: int = 4,
         max_stale_proposals: int = 300,
-        tracker: Any = None,
     ) -> None:
         self.task = task
         self.oracle = oracle
@@ -367,7 +364,6 @@ class Search:
         self.storage = open_storage(storage)
         self.idle_steps = idle_steps
         self.max_stale_proposals = max_stale_proposals
-        self.tracker = tracker
         self.study_name = f"{task.slug()}/{self.strategy.name}/seed{seed}"
         self._distributions = distributions(self.space)
         self._store = Store(self.run_dir / "records") if self.run_dir is not None else None
@@ -526,18 +522,7 @@ class Search:
             self._remember(record, trial=item.trial.number)
             self._tell_outcome(study, item.trial, record, action="measure", screen=screen)
             new.append(record)
-            self._log_progress()
         return new
-
-    def _log_progress(self) -> None:
-        if self.tracker is None:
-            return
-        incumbent = self._incumbent_ms()
-        metrics = {"measurements": float(len(self._measurements)),
-                   "gpu_seconds": float(sum(m.gpu_seconds for m in self._measurements))}
-        if incumbent is not None:
-            metrics["best_time_ms"] = incumbent
-        self.tracker.log_metrics(metrics, step=len(self._measurements))
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self) -> SearchResult:

@@ -64,7 +64,8 @@ def search(
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw best-so-far curves into this PNG.")] = None,
     list_tasks: Annotated[bool, typer.Option("--list-tasks", help="List the oracle's tasks and exit.")] = False,
     mlflow: Annotated[bool, typer.Option(
-        "--mlflow/--no-mlflow", help="Log one MLflow run per search when MLflow is available.")] = True,
+        "--mlflow/--no-mlflow", help="Log one MLflow run per search (kernelcast.tracking: MLFLOW_TRACKING_URI, "
+        "else ./mlflow.db) when MLflow is available.")] = True,
 ) -> None:
     """Search kernel configurations on a budget: Optuna proposes, the surrogate screens, the oracle measures."""
     from kernelcast.search import parse_strategies, run_harness
@@ -80,7 +81,6 @@ def search(
             factory = _surrogate_factory(surrogate) if any(s.needs_surrogate for s in strategies) else None
             if storage is not None and run_dir is None:
                 run_dir = Path(storage).parent / "runs" if "://" not in storage else Path("kernelcast-search-runs")
-            tracker_factory = _tracker_factory() if mlflow else None
             total = len(tasks) * len(strategies) * seeds
             err_console.print(f"{len(tasks)} task(s) x {len(strategies)} strategies x {seeds} seed(s) = {total} "
                               f"searches on {the_oracle.describe()}", highlight=False)
@@ -93,7 +93,7 @@ def search(
             result = run_harness(
                 the_oracle, tasks, strategies, seeds,
                 budget=_budget(budget, gpu_seconds), surrogate_factory=factory, run_root=run_dir, storage=storage,
-                tracker_factory=tracker_factory, on_run=progress,
+                track=mlflow, on_run=progress,
             )
     summary = result.summary()
     _print_summary(summary, result.runs)
@@ -153,12 +153,6 @@ def _surrogate_factory(path: Path | None):  # noqa: ANN202 - a task -> Surrogate
 
     load_surrogate(path)  # fail now, naming the model, rather than in the middle of the runs
     return lambda task: surrogate_for_search(load_surrogate(path))
-
-
-def _tracker_factory():  # noqa: ANN202 - a tracker factory or None
-    from kernelcast.search.tracking import search_tracker_factory
-
-    return search_tracker_factory()
 
 
 def _print_tasks(oracle, selector: str | None) -> None:  # noqa: ANN001 - an Oracle

@@ -50,6 +50,13 @@ def test_summary_metrics_on_a_hand_made_result_set():
     assert s["per_task"][label]["runs"] == 3
 
 
+def test_scores_round_trip_through_json():
+    from kernelcast.search import RunScore as Score
+
+    again = [Score.from_dict(json.loads(json.dumps(r.to_dict()))) for r in RUNS]
+    assert again == RUNS
+
+
 def test_measurements_to_within():
     assert RUNS[0].measurements_to() == 3
     assert RUNS[1].measurements_to() == 2
@@ -83,3 +90,20 @@ def test_harness_end_to_end_on_a_replay(toy_frame, make_knn, tmp_path):
     assert set(out) == {"config", "summary", "curves", "runs"}
     assert out["config"]["budget"] == 6
     assert result.plot(tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_searches_are_logged_to_mlflow_one_run_each(toy_frame, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("KERNELCAST_MLFLOW", "1")
+    monkeypatch.chdir(tmp_path)
+    oracle = ReplayOracle(toy_frame)
+    run_harness(oracle, oracle.list_tasks("device=3090"), "random,tpe", seeds=1, budget=3, track=True)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["kernelcast-search"])
+    assert sorted(runs["params.strategy"]) == ["random", "tpe"]
+    assert (runs["metrics.measurements"] == 3).all()
+    assert runs["metrics.best_over_optimum_speed"].between(0, 1).all()
