@@ -25,8 +25,10 @@ EXPERIMENT = "kernelcast-search"
 def log_search(result: SearchResult, score: RunScore | None = None, *, oracle: str = "",
                experiment: str = EXPERIMENT) -> str | None:
     """Log one search as an MLflow run; return its id, or ``None`` when tracking is off."""
-    from kernelcast import tracking
-
+    try:
+        from kernelcast import tracking
+    except ImportError:  # an installation without the tracking module: searches run untracked
+        return None
     if not tracking.enabled():
         return None
     best = result.best
