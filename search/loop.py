@@ -29,8 +29,12 @@ config already measured         as measured  the run's own measurement, again (a
 screened out (SKIP)             PRUNED       none; forecast and decision in user attributes. TPE
                                              counts PRUNED trials as worse than every COMPLETE one,
                                              so the skip steers it without a fake runtime
+not measured, pool full         PRUNED       none (action "dropped": ranked below the pending pool)
+same config as a pending one    PRUNED       none (action "duplicate")
 left pending when budget ends   PRUNED       none (action "unmeasured")
 ============================== ============ ======================================================
+
+For ``greedy`` the SKIPs are the batch's lower three quarters by forecast, not a confident rule.
 
 Every trial carries user attributes (few of them: each is a write to the storage):
 
@@ -49,10 +53,15 @@ are never measured again, a trial left RUNNING whose record exists (the process 
 telling) is told from the record, other RUNNING trials return to the pending pool, and the spent budget is
 recomputed from the stored records.
 
+One run directory holds one search: its Store is the search's cache, so two searches must not share one.
+
 Budget. A search stops when it has made ``budget.measurements`` measurements or spent
-``budget.gpu_seconds`` (the measurement that crosses the limit completes). If screening leaves nothing to
+``budget.gpu_seconds`` (the step's batch that crosses the limit completes). If screening leaves nothing to
 measure for ``idle_steps`` steps in a row, the candidate with the best expected speed is measured anyway
-(user attribute ``override="idle_fill"``), so the budget is spent rather than lost to an over-cautious rule.
+(``override="idle_fill"`` in its ``screen`` attribute), so the budget is spent rather than lost to an
+over-cautious rule. A sampler stuck on configs it was already answered for is handed a random unmeasured
+one (see :meth:`Search._propose`); a search gives up after ``max_stale_proposals`` proposals in a row that
+bring nothing new (e.g. a space smaller than the budget).
 """
 
 from __future__ import annotations
