@@ -54,6 +54,11 @@ PLAN: list[tuple[str, str, str, str]] = [
         ("attention", "1x32x4096x128"), ("attention", "8x12x512x64"), ("matmul", "8192x8192x1024"),
         ("matmul", "4000x3000x2000"), ("matmul", "512x12288x4096"),
     ]],
+    # Complete spaces in bf16 for the same three shapes (memory-bound families first: they measure fastest).
+    *[(f, s, "bfloat16", "full") for s3 in [("4096x4096", "1000x3000", "127x4097")] for s in s3
+      for f in ("softmax", "layernorm", "rmsnorm", "bias_gelu", "rowsum", "transpose")],
+    *[("attention", s, "bfloat16", "full") for s in ("4x16x1024x64", "2x8x1000x64", "16x16x128x32")],
+    *[("matmul", s, "bfloat16", "full") for s in ("1024x1024x1024", "127x255x1023", "4096x4096x4096")],
     *[(f, s, "float32", "random:80") for f, s in [
         ("softmax", "4096x4096"), ("layernorm", "4096x4096"), ("rmsnorm", "4096x4096"), ("rowsum", "4096x4096"),
         ("transpose", "4096x4096"), ("matmul", "1024x1024x1024"),
