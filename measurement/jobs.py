@@ -74,7 +74,10 @@ def compile_job(payload: dict[str, Any]) -> dict[str, Any]:
         kernels = family.compile(payload["variant"], payload["config"], problem)
         info = compiled_info(kernels)
     except Exception as exc:  # noqa: BLE001 - every compile failure becomes a record
-        return {"status": classify_exception(exc).value, "error": f"{type(exc).__name__}: {exc}"[:4000],
+        # Anything that fails while compiling (e.g. an MLIR "PassManager::run failed") is a compile error,
+        # unless the kernel compiled but needs more resources than the device has.
+        status = Status.OUT_OF_RESOURCES if classify_exception(exc) is Status.OUT_OF_RESOURCES else Status.COMPILE_ERROR
+        return {"status": status.value, "error": f"{type(exc).__name__}: {exc}"[:4000],
                 "compile_time_ms": (time.perf_counter() - t0) * 1e3}
     return {"status": Status.OK.value, "compiled": info, "compile_time_ms": (time.perf_counter() - t0) * 1e3}
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from kernelcast.measurement.records import Scalar, canonical_json
 
 from kernelcast.exceptions import InvalidParameterError
+from kernelcast.measurement.records import Scalar, canonical_json
 
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
 """Element types the built-in families know; each family lists the ones it supports."""
@@ -101,12 +101,17 @@ class ConfigSpace:
         return out
 
     def sample(self, n: int, seed: int = 0) -> list[dict[str, Scalar]]:
-        """Draw ``n`` distinct configurations uniformly (all of them if ``n`` >= the space size)."""
+        """Draw ``n`` distinct configurations uniformly (all of them if ``n`` >= the space size).
+
+        With one seed, ``sample(n)`` is a subset of ``sample(m)`` for ``n < m``.
+        """
         size = len(self)
         if n >= size:
             return list(self)
         rng = np.random.default_rng(seed)
-        picks = sorted(rng.choice(size, size=n, replace=False).tolist())
+        # A prefix of one permutation: with the same seed, a larger sample contains a smaller one, so a
+        # resumed `random:N` measurement with a larger N only measures what is new.
+        picks = sorted(rng.permutation(size)[:n].tolist())
         radices = [len(p.values) for p in self.params]
         configs = []
         for flat in picks:
