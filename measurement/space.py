@@ -183,7 +183,9 @@ def parse_shape(text: str, dims: Sequence[str], owner: str = "measure") -> dict[
                 )
             out[name] = _positive_int(value, name, text, owner)
     elif any("=" in p for p in parts):
-        raise InvalidParameterError(f"The 'shape' parameter of {owner} must be {usage}; do not mix forms. Got {text!r}.")
+        raise InvalidParameterError(
+            f"The 'shape' parameter of {owner} must be {usage}; do not mix forms. Got {text!r}."
+        )
     else:
         if len(parts) != len(dims):
             raise InvalidParameterError(
@@ -193,7 +195,9 @@ def parse_shape(text: str, dims: Sequence[str], owner: str = "measure") -> dict[
         out = {d: _positive_int(p, d, text, owner) for d, p in zip(dims, parts)}
     missing = [d for d in dims if d not in out]
     if missing:
-        raise InvalidParameterError(f"The 'shape' parameter of {owner} lacks {missing!r}; it must be {usage}. Got {text!r}.")
+        raise InvalidParameterError(
+            f"The 'shape' parameter of {owner} lacks {missing!r}; it must be {usage}. Got {text!r}."
+        )
     return {d: out[d] for d in dims}
 
 
