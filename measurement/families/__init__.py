@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import importlib
 
-from kernelcast.measurement.families._base import Family, element_bytes, shared_memory_reason, torch_dtype
-
 from kernelcast.exceptions import InvalidParameterError, invalid_choice
+from kernelcast.measurement.families._base import Family, element_bytes, shared_memory_reason, torch_dtype
 
 __all__ = [
     "BUILTIN_FAMILIES",

@@ -22,10 +22,9 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from kernelcast.exceptions import InvalidParameterError, invalid_choice
 from kernelcast.measurement.records import Scalar, source_hash
 from kernelcast.measurement.space import ConfigSpace, DeviceLimits, Problem, parse_dtype, parse_shape
-
-from kernelcast.exceptions import InvalidParameterError, invalid_choice
 
 if TYPE_CHECKING:
     import torch
