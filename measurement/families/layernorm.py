@@ -17,17 +17,17 @@ welford
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
-from kernelcast.measurement.families._base import Family, element_bytes, shared_memory_reason, torch_dtype
-from kernelcast.measurement.families._resources import register_reason
+from kernelcast.measurement.families._base import element_bytes, torch_dtype
+from kernelcast.measurement.families._rowwise import LOOPED_SPACE, SINGLE_BLOCK_SPACE, RowwiseFamily
 from kernelcast.measurement.records import Scalar
-from kernelcast.measurement.space import ConfigSpace, DeviceLimits, Param, Problem
+from kernelcast.measurement.space import Problem
 
 EPS = 1e-5
 """The epsilon added to the variance (PyTorch's ``nn.LayerNorm`` default)."""
@@ -169,65 +169,30 @@ def launch_welford(
     )
 
 
-_KERNELS = {
-    "single_block": (layernorm_single_block_kernel, launch_single_block),
-    "looped": (layernorm_looped_kernel, launch_looped),
-    "welford": (layernorm_welford_kernel, launch_welford),
-}
-_LIVE_TILES = {"single_block": 1, "looped": 2, "welford": 3}
-"""fp32 ``BLOCK_M x BLOCK_N`` tiles live at once: the row, plus an accumulator, plus Welford's mean and M2."""
-
-
-class LayerNormFamily(Family):
+class LayerNormFamily(RowwiseFamily):
     """Layer norm forward with weight and bias over the last dim, in fp16, bf16 or fp32 with fp32 statistics."""
 
     name = "layernorm"
-    dims = ("M", "N")
     dtypes = ("float16", "bfloat16", "float32")
     variants = ("single_block", "looped", "welford")
     default_shapes = ("4096x4096", "32768x1024", "16384x768", "8192x8192", "1000x3000", "127x4097",
                       "4096x12288")
     description = "out = layer_norm(x, [N], weight, bias, eps=1e-5) of an M x N matrix, fp32 statistics"
 
-    _SINGLE_BLOCK_SPACE = ConfigSpace([
-        Param("BLOCK_M", (1, 2, 4, 8, 16)),
-        Param("BLOCK_N", tuple(2**k for k in range(4, 17))),  # 16 .. 65536
-        Param("num_warps", (1, 2, 4, 8, 16, 32)),
-    ])
-    _LOOPED_SPACE = ConfigSpace([
-        Param("BLOCK_M", (1, 2, 4, 8)),
-        Param("BLOCK_N", tuple(2**k for k in range(5, 15))),  # 32 .. 16384
-        Param("num_warps", (1, 2, 4, 8, 16)),
-        Param("num_stages", (1, 2, 3, 4)),
-    ])
+    _SPACES = {"single_block": SINGLE_BLOCK_SPACE, "looped": LOOPED_SPACE, "welford": LOOPED_SPACE}
+    _KERNELS = {
+        "single_block": (layernorm_single_block_kernel, launch_single_block),
+        "looped": (layernorm_looped_kernel, launch_looped),
+        "welford": (layernorm_welford_kernel, launch_welford),
+    }
+    # The row, plus an accumulator, plus Welford's mean and M2.
+    _LIVE_TILES = {"single_block": 1, "looped": 2, "welford": 3}
+    _INPUTS = ("x", "weight", "bias")
 
-    def space(self, variant: str) -> ConfigSpace:
-        """Rows per program (``BLOCK_M``), block width, warps and, for the looped variants, pipeline depth.
-
-        ``single_block`` has 390 configurations; ``looped`` and ``welford`` have 800 each.
-        """
-        self.check_variant(variant)
-        return self._SINGLE_BLOCK_SPACE if variant == "single_block" else self._LOOPED_SPACE
-
-    def check_config(
-        self, variant: str, config: Mapping[str, Any], problem: Problem, limits: DeviceLimits
-    ) -> str | None:
-        """A single block must cover the row; fp32 tiles must fit in registers; pipelined tiles in shared memory."""
-        super().check_config(variant, config, problem, limits)
-        bm, bn, warps = int(config["BLOCK_M"]), int(config["BLOCK_N"]), int(config["num_warps"])
-        if variant == "single_block" and bn < problem["N"]:
-            return f"the single_block variant holds a whole row in one block, but BLOCK_N={bn} < N={problem['N']}"
-        if variant != "single_block":
-            stages = int(config["num_stages"])
-            reason = shared_memory_reason(max(stages - 1, 0) * bm * bn * element_bytes(problem.dtype), limits)
-            if reason:
-                return reason
-        return register_reason(_LIVE_TILES[variant] * bm * bn, warps, limits)
-
-    def source_objects(self, variant: str) -> Sequence[Any]:
-        """The variant's kernel and its launcher."""
-        self.check_variant(variant)
-        return _KERNELS[variant]
+    def _warmup_args(self, problem: Problem) -> tuple[Any, ...]:
+        dt = torch_dtype(problem.dtype)
+        M, N = problem["M"], problem["N"]
+        return (dt, dt, dt, dt, M, N, N, N, EPS)
 
     def make_inputs(self, problem: Problem, *, device: str, seed: int) -> dict[str, torch.Tensor]:
         """``x`` normal with mean 1 and standard deviation 2; ``weight`` near 1 and ``bias`` near 0, both random."""
@@ -238,42 +203,6 @@ class LayerNormFamily(Family):
         w = 1.0 + 0.1 * torch.randn((N,), generator=gen, device=device, dtype=torch.float32)
         b = 0.1 * torch.randn((N,), generator=gen, device=device, dtype=torch.float32)
         return {"x": x.to(dtype), "weight": w.to(dtype), "bias": b.to(dtype)}
-
-    def new_output(self, problem: Problem, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Empty M x N tensor of the problem dtype."""
-        x = inputs["x"]
-        return torch.empty((problem["M"], problem["N"]), device=x.device, dtype=x.dtype)
-
-    def launch(
-        self,
-        variant: str,
-        config: Mapping[str, Scalar],
-        problem: Problem,
-        inputs: Mapping[str, torch.Tensor],
-        out: torch.Tensor,
-    ) -> None:
-        """Run the variant's kernel into ``out``."""
-        self.check_variant(variant)
-        _KERNELS[variant][1](inputs["x"], inputs["weight"], inputs["bias"], out, config)
-
-    def compile(self, variant: str, config: Mapping[str, Scalar], problem: Problem) -> list[Any]:
-        """Compile the variant's kernel for ``problem`` without launching it."""
-        self.check_variant(variant)
-        M, N = problem["M"], problem["N"]
-        dt = torch_dtype(problem.dtype)
-        grid = (triton.cdiv(M, int(config["BLOCK_M"])),)
-        kernel = _KERNELS[variant][0]
-        if variant == "single_block":
-            return [kernel.warmup(
-                dt, dt, dt, dt, M, N, N, N, EPS, grid=grid,
-                BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
-                num_warps=config["num_warps"],
-            )]
-        return [kernel.warmup(
-            dt, dt, dt, dt, M, N, N, N, EPS, grid=grid,
-            BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
-            num_warps=config["num_warps"], num_stages=config["num_stages"],
-        )]
 
     def reference(self, problem: Problem, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``torch.nn.functional.layer_norm`` in float32."""

@@ -16,17 +16,17 @@ split
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
-from kernelcast.measurement.families._base import Family, element_bytes, shared_memory_reason, torch_dtype
-from kernelcast.measurement.families._resources import register_reason
+from kernelcast.measurement.families._base import element_bytes, torch_dtype
+from kernelcast.measurement.families._rowwise import RowwiseFamily
 from kernelcast.measurement.records import Scalar
-from kernelcast.measurement.space import ConfigSpace, DeviceLimits, Param, Problem
+from kernelcast.measurement.space import ConfigSpace, Param, Problem
 
 # Rows past M (in the last row block) re-read row M - 1 so no load needs a row mask; their stores are masked.
 
@@ -110,25 +110,17 @@ def launch_split(x: torch.Tensor, out: torch.Tensor, config: Mapping[str, Scalar
     )
 
 
-_KERNELS = {
-    "single_block": (rowsum_single_block_kernel, launch_single_block),
-    "looped": (rowsum_looped_kernel, launch_looped),
-    "split": (rowsum_split_kernel, launch_split),
-}
-_LIVE_TILES = {"single_block": 1, "looped": 2, "split": 2}
-"""fp32 ``BLOCK_M x BLOCK_N`` tiles live at once: the loaded block, plus the looped accumulator."""
-
-
-class RowSumFamily(Family):
+class RowSumFamily(RowwiseFamily):
     """Row sums of an M x N matrix in fp16, bf16 or fp32 into an fp32 vector."""
 
     name = "rowsum"
-    dims = ("M", "N")
     dtypes = ("float16", "bfloat16", "float32")
     variants = ("single_block", "looped", "split")
     default_shapes = ("4096x4096", "32768x1024", "8192x50257", "1000x3000", "127x4097", "65536x64", "64x262144")
     description = "out = x.sum(dim=1) of an M x N matrix into float32, fp32 accumulation"
 
+    # Its own spaces: up to 32 (single_block) or 16 rows per program, and the split variant's column splits;
+    # 468, 1,000 and 3,375 configurations.
     _SPACES = {
         "single_block": ConfigSpace([
             Param("BLOCK_M", (1, 2, 4, 8, 16, 32)),
@@ -149,40 +141,34 @@ class RowSumFamily(Family):
             Param("num_stages", (1, 2, 3)),
         ]),
     }
+    _KERNELS = {
+        "single_block": (rowsum_single_block_kernel, launch_single_block),
+        "looped": (rowsum_looped_kernel, launch_looped),
+        "split": (rowsum_split_kernel, launch_split),
+    }
+    # The loaded block, plus the looped accumulator.
+    _LIVE_TILES = {"single_block": 1, "looped": 2, "split": 2}
 
-    def space(self, variant: str) -> ConfigSpace:
-        """Rows per program, block width, column splits, warps and pipeline depth, as the variant has them.
-
-        ``single_block`` has 468 configurations, ``looped`` 1,000 and ``split`` 3,375.
-        """
-        self.check_variant(variant)
-        return self._SPACES[variant]
-
-    def check_config(
-        self, variant: str, config: Mapping[str, Any], problem: Problem, limits: DeviceLimits
-    ) -> str | None:
-        """A single block must cover the row; a split needs a column block per split; tiles must fit the device."""
-        super().check_config(variant, config, problem, limits)
-        bm, bn, warps = int(config["BLOCK_M"]), int(config["BLOCK_N"]), int(config["num_warps"])
-        N = problem["N"]
-        if variant == "single_block" and bn < N:
-            return f"the single_block variant holds a whole row in one block, but BLOCK_N={bn} < N={N}"
+    def _coverage_reason(self, variant: str, config: Mapping[str, Any], problem: Problem) -> str | None:
+        """A single block must cover the row; a split needs a column block per split."""
+        if reason := super()._coverage_reason(variant, config, problem):
+            return reason
         if variant == "split":
+            bn, N = int(config["BLOCK_N"]), problem["N"]
             split, blocks = int(config["SPLIT_N"]), triton.cdiv(N, bn)
             if split > blocks:
                 return (f"SPLIT_N={split} splits a row into more parts than its {blocks} column block(s) of "
                         f"BLOCK_N={bn} (N={N}); some programs would sum nothing")
-        if variant != "single_block":
-            stages = int(config["num_stages"])
-            reason = shared_memory_reason(max(stages - 1, 0) * bm * bn * element_bytes(problem.dtype), limits)
-            if reason:
-                return reason
-        return register_reason(_LIVE_TILES[variant] * bm * bn, warps, limits)
+        return None
 
-    def source_objects(self, variant: str) -> Sequence[Any]:
-        """The variant's kernel and its launcher."""
-        self.check_variant(variant)
-        return _KERNELS[variant]
+    def _warmup_args(self, problem: Problem) -> tuple[Any, ...]:
+        M, N = problem["M"], problem["N"]
+        return (torch_dtype(problem.dtype), torch.float32, M, N, N)
+
+    def _grid(self, variant: str, config: Mapping[str, Scalar], problem: Problem) -> tuple[int, ...]:
+        """One program per ``BLOCK_M`` rows, times ``SPLIT_N`` for the split variant."""
+        rows = super()._grid(variant, config, problem)
+        return (*rows, int(config["SPLIT_N"])) if variant == "split" else rows
 
     def make_inputs(self, problem: Problem, *, device: str, seed: int) -> dict[str, torch.Tensor]:
         """``x`` standard normal."""
@@ -191,44 +177,8 @@ class RowSumFamily(Family):
         return {"x": x.to(torch_dtype(problem.dtype))}
 
     def new_output(self, problem: Problem, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Empty length-M float32 tensor."""
+        """Empty length-M float32 tensor (the split variant's launcher zeroes it, timed)."""
         return torch.empty((problem["M"],), device=inputs["x"].device, dtype=torch.float32)
-
-    def launch(
-        self,
-        variant: str,
-        config: Mapping[str, Scalar],
-        problem: Problem,
-        inputs: Mapping[str, torch.Tensor],
-        out: torch.Tensor,
-    ) -> None:
-        """Run the variant's kernel into ``out`` (the split variant zeroes it first)."""
-        self.check_variant(variant)
-        _KERNELS[variant][1](inputs["x"], out, config)
-
-    def compile(self, variant: str, config: Mapping[str, Scalar], problem: Problem) -> list[Any]:
-        """Compile the variant's kernel for ``problem`` without launching it."""
-        self.check_variant(variant)
-        M, N = problem["M"], problem["N"]
-        dt = torch_dtype(problem.dtype)
-        rows = triton.cdiv(M, int(config["BLOCK_M"]))
-        if variant == "single_block":
-            return [rowsum_single_block_kernel.warmup(
-                dt, torch.float32, M, N, N, grid=(rows,),
-                BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
-                num_warps=config["num_warps"],
-            )]
-        if variant == "looped":
-            return [rowsum_looped_kernel.warmup(
-                dt, torch.float32, M, N, N, grid=(rows,),
-                BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
-                num_warps=config["num_warps"], num_stages=config["num_stages"],
-            )]
-        return [rowsum_split_kernel.warmup(
-            dt, torch.float32, M, N, N, grid=(rows, int(config["SPLIT_N"])),
-            BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"], SPLIT_N=config["SPLIT_N"],
-            num_warps=config["num_warps"], num_stages=config["num_stages"],
-        )]
 
     def reference(self, problem: Problem, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Row sums accumulated in float64, returned as float32."""
