@@ -110,13 +110,13 @@ def main() -> None:
         start = time.perf_counter()
         model = fit_on_split(make_surrogate(name), split)
         fit_s = time.perf_counter() - start
-        X = model.featurizer_.transform(candidates)
+        X, _ = model._feature_matrices(candidates)
         X_model = model._model_matrix(X)
         seconds = {
             "forecast": timed(lambda m=model: m.forecast(candidates), args.repeats),
             "decide": timed(lambda m=model: m.decide(candidates, incumbent_ms), args.repeats),
             "featurize": timed(lambda m=model: m.featurizer_.transform(candidates), args.repeats),
-            "models": timed(lambda m=model, x=X_model: m._raw_forecast(x), args.repeats),
+            "models": timed(lambda m=model, x=X_model: m._raw_forecast(x, x), args.repeats),
         }
         results[name] = {
             "fit_seconds": round(fit_s, 2),

@@ -1,39 +1,48 @@
 """CalibratedSurrogate: what every tabular surrogate shares on top of its own regression models.
 
 A subclass brings a point forecast of the log runtime, raw lower/upper quantiles at the nominal
-``coverage``, and optionally a failure probability (:meth:`CalibratedSurrogate._raw_forecast`). This base
-class turns them into the full :class:`~kernelcast.surrogate._base.Surrogate` interface:
+``coverage``, and optionally a failure probability (:meth:`CalibratedSurrogate._raw_forecast`). With
+``centering`` the subclass models learn the log time minus the task's level and
+:class:`~kernelcast.surrogate.level.TaskLevelModel` adds the level back. This base class turns them into the
+full :class:`~kernelcast.surrogate._base.Surrogate` interface:
 
-- :meth:`~CalibratedSurrogate.calibrate` (held-out records, never the training ones) computes
+- :meth:`~CalibratedSurrogate.calibrate` (held-out records, never the training ones), or
+  :meth:`~CalibratedSurrogate.cross_calibrate` (out-of-group forecasts of the training records), computes
   1. the CQR offset that makes ``[lower - q, upper + q]`` a valid ``coverage`` interval;
-  2. a conformal predictive distribution of normalised residuals ``(y - mean) / scale``, from which
-     speedup-bin probabilities and ``P(faster than the incumbent)`` are read;
+  2. conformal predictive distributions of normalised residuals, against a runtime
+     (``(y - mean) / scale``) and against a known configuration of the same task (the gap between two
+     forecasts), from which speedup-bin probabilities and ``P(faster than the incumbent)`` are read;
   3. a pairwise calibrator (isotonic or temperature) on within-task pairs, ties within noise excluded;
-  4. the SKIP threshold of :meth:`~CalibratedSurrogate.decide`, by conformal risk control.
+  4. the SKIP thresholds of :meth:`~CalibratedSurrogate.decide`, by conformal risk control.
 - :meth:`~CalibratedSurrogate.save` / :meth:`~CalibratedSurrogate.load` write JSON metadata next to the
   subclass's model files, never pickle.
 
 The decision rule and its guarantee
 -----------------------------------
-For a candidate ``x`` and the incumbent runtime ``t_inc`` of its task, the score is
-``s = (mean(x) - ln t_inc) / scale(x)``: how many predictive scales slower than the incumbent the
-candidate is forecast to be. ``decide`` returns SKIP when ``s > lam``, MEASURE otherwise. ``lam`` is chosen
-on calibration data by conformal risk control (:func:`~kernelcast.surrogate.conformal.risk_control_threshold`):
-among calibration (candidate, incumbent) pairs in which the candidate *would beat* the incumbent
-(measured strictly faster), at most a fraction ``skip_error_rate`` may score above ``lam``, with the
-``(n + 1)`` finite-sample correction. Guarantee: for a new (candidate, incumbent) pair that is
-exchangeable with the calibration pairs, the probability that the rule skips a candidate that would beat
-the incumbent is at most ``skip_error_rate`` (``P(SKIP | candidate beats incumbent) <= alpha``, marginal
-over the draw of calibration data).
+For a candidate ``x`` and the incumbent of its task, the score is how many predictive scales slower than
+the incumbent the candidate is forecast to be: ``s = (mean(x) - ln t_inc) / scale(x)`` when only the
+incumbent's runtime ``t_inc`` is known, or ``s = (mean(x) - mean(inc)) / sqrt(scale(x)**2 + scale(inc)**2)``
+when its configuration is known too (``decide(..., incumbent=row)``; this form cancels any error the model
+makes on the task as a whole, e.g. on an unseen GPU). ``decide`` returns SKIP when ``s > lam``, MEASURE
+otherwise; each form has its own ``lam``, chosen on calibration data by conformal risk control
+(:func:`~kernelcast.surrogate.conformal.risk_control_threshold`): among calibration (candidate, incumbent)
+pairs in which the candidate *would beat* the incumbent (measured strictly faster), at most a fraction
+``skip_error_rate`` may score above ``lam``, with the ``(n + 1)`` finite-sample correction.
+
+Guarantee: for a new (candidate, incumbent) pair that is exchangeable with the calibration pairs, the
+probability that the rule skips a candidate that would beat the incumbent is at most ``skip_error_rate``:
+``P(SKIP | candidate beats incumbent) <= alpha``, in expectation over the draw of the calibration data.
 
 Assumptions, stated plainly: (1) exchangeability — the calibration records come from the same kind of
-tasks (kernels, shapes, GPUs) as the candidates being screened; a held-out GPU or kernel family breaks it,
-and the evaluation suite measures how much the realised error then drifts; (2) the incumbent is drawn as
-in calibration: the runtime of a record at a uniformly random rank among the best
-``incumbent_top_fraction`` of its task (:func:`~kernelcast.surrogate.tasks.incumbent_pairs`);
-(3) calibration pairs that share a task are dependent, so the guarantee is on average over tasks, not per
-task. With fewer than ``max(min_calibration_pairs, 1/skip_error_rate - 1)`` improving pairs no threshold is
-trustworthy and every decision is DEFER, as it is before :meth:`calibrate`.
+tasks (kernels, shapes, GPUs) as the candidates being screened; a held-out GPU or kernel family breaks it
+unless calibration is done across such groups (:meth:`cross_calibrate`, which assumes the new group is
+exchangeable with the training groups), and the evaluation suite measures how far the realised error then
+drifts; (2) the incumbent is drawn as in calibration: the runtime of a record at a uniformly random rank
+among the best ``incumbent_top_fraction`` of its task (:func:`~kernelcast.surrogate.tasks.incumbent_pairs`);
+(3) calibration pairs that share a task are dependent, so the bound holds on average over draws of tasks,
+and a single draw with few tasks can land a few points above it. With fewer than
+``max(min_calibration_pairs, 1/skip_error_rate - 1)`` improving pairs no threshold is trustworthy and every
+decision is DEFER, as it is before :meth:`calibrate`.
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ from kernelcast.surrogate import _artifact
 from kernelcast.surrogate._base import CANDIDATE_COLUMNS, TASK_COLUMNS, Decision, Forecast, Surrogate
 from kernelcast.surrogate.bins import bin_probabilities
 from kernelcast.surrogate.conformal import ResidualDistribution, cqr_offset, risk_control_threshold
-from kernelcast.surrogate.features import SCALE_FEATURES, Featurizer
+from kernelcast.surrogate.features import COMPILED_COLUMNS, SCALE_FEATURES, Featurizer
 from kernelcast.surrogate.level import TaskLevelModel
 from kernelcast.surrogate.pairwise import PAIR_CALIBRATION_METHODS, PairCalibrator, uncalibrated_proba
 from kernelcast.surrogate.tasks import (
@@ -241,12 +250,19 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
     def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray) -> None:
         """Fit the models: log-time ``y_ok`` on ``X_ok`` (ok records), ``failed`` (bool) on ``X_all``.
 
+        ``X_all`` is built without compiled metadata (see :meth:`_raw_forecast`).
+
         With ``centering``, ``y_ok`` is the log time minus the task level.
         """
 
     @abc.abstractmethod
-    def _raw_forecast(self, X: np.ndarray) -> RawForecast:
-        """Uncalibrated forecasts of the subclass models for feature matrix ``X`` (shape (n, d)), before the level."""
+    def _raw_forecast(self, X: np.ndarray, X_fail: np.ndarray) -> RawForecast:
+        """Uncalibrated forecasts of the subclass models, before the task level.
+
+        ``X`` (shape (n, d)) is the matrix of the log-time models, ``X_fail`` that of the failure model (the
+        same unless ``use_compiled_metadata``: compiled metadata never feeds the failure model, because a
+        configuration rejected before compiling has none, which would give the failure away).
+        """
 
     @abc.abstractmethod
     def _save_models(self, path: Path) -> dict[str, Any]:
@@ -340,7 +356,7 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
                 f"Got {int(ok.sum())}."
             )
         self.featurizer_ = Featurizer().fit(records, sources=sources)
-        X = self.featurizer_.transform(records)
+        X, X_fail = self._feature_matrices(records)
         y = log_time(records)
         self.level_model_ = None
         if getattr(self, "centering", False):
@@ -350,7 +366,7 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
             )
             y = y - self.level_model_.predict(np.asarray(task_labels(records)), family, roofline)
         X_model = self._model_matrix(X)
-        self._fit_models(X_model[ok], y[ok], X_model, ~ok)
+        self._fit_models(X_model[ok], y[ok], self._model_matrix(X_fail), ~ok)
         self.n_features_in_ = X.shape[1]
         self.feature_names_ = list(self.featurizer_.feature_names_)
         self.training_data_ = _artifact.training_identity(records, data_path)
@@ -375,10 +391,23 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
         X[:, [names.index(n) for n in SCALE_FEATURES if n in names]] = np.nan
         return X
 
+    def _feature_matrices(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Feature matrices of the log-time models and of the failure model (see :meth:`_raw_forecast`).
+
+        Without ``use_compiled_metadata`` the compiled-metadata columns are dropped before featurizing, so a
+        candidate is described the same way whether or not it has been compiled yet.
+        """
+        bare = frame.drop([c for c in COMPILED_COLUMNS if c in frame.columns])
+        X_fail = self.featurizer_.transform(bare)
+        if getattr(self, "use_compiled_metadata", False):
+            return self.featurizer_.transform(frame), X_fail
+        return X_fail, X_fail
+
     def _predict_raw(self, frame: pl.DataFrame) -> RawForecast:
         """Uncalibrated forecasts of a candidate frame: the subclass models plus the task level, if any."""
-        X = self.featurizer_.transform(frame)
-        raw = self._raw_forecast(self._model_matrix(X))
+        X, X_fail = self._feature_matrices(frame)
+        X_model = self._model_matrix(X)
+        raw = self._raw_forecast(X_model, X_model if X_fail is X else self._model_matrix(X_fail))
         if getattr(self, "level_model_", None) is None:
             return raw
         family, roofline = self._level_inputs(X)

@@ -24,7 +24,9 @@ Features, in column order (names are saved with every model; a model refuses a f
     For families with a work model (kernelcast's own families through ``Family.flops``/``min_bytes``,
     and :data:`IMPORTED_WORK_MODELS`): FLOPs, minimum bytes, arithmetic intensity, roofline time (ms);
     for configurations with ``BLOCK_<dim>`` knobs: number of output tiles (over the dims with such a knob,
-    except :data:`REDUCTION_DIMS`) and waves over the device's SMs;
+    except :data:`REDUCTION_DIMS`), waves over the device's SMs, the tile efficiency (the useful fraction of
+    the padded blocks, ``prod dim / (ceil(dim / block) * block)``), and per such dim the block count
+    ``derived.blocks.<dim> = ceil(dim / block)`` (loop trips along a reduced dim);
     with compiled metadata: blocks per SM and occupancy.
 ``source.<count>``
     Simple source-text features (length, lines, counts of ``tl.dot``, atomics, loops, loads, stores,
@@ -51,8 +53,10 @@ from kernelcast.surrogate.tasks import require_candidates
 
 logger = logging.getLogger(__name__)
 
-FEATURE_SCHEMA_VERSION = 1
-"""Version of the feature layout. Bump it when a feature is added, removed or changes meaning."""
+FEATURE_SCHEMA_VERSION = 2
+"""Version of the feature layout. Bump it when a feature is added, removed or changes meaning.
+
+Version 2 added ``derived.tile_efficiency`` and the per-dimension block counts ``derived.blocks.<dim>``."""
 
 DTYPE_BYTES: dict[str, float] = {
     "float64": 8, "float32": 4, "tfloat32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
@@ -79,7 +83,7 @@ with few training GPUs a tree splits on them arbitrarily and misroutes an unseen
 
 DERIVED_FEATURES: tuple[str, ...] = (
     "flops", "min_bytes", "arithmetic_intensity", "roofline_ms", "tiles", "waves", "wave_efficiency",
-    "blocks_per_sm", "occupancy",
+    "blocks_per_sm", "occupancy", "tile_efficiency",
 )
 """Derived quantities, in order."""
 
@@ -247,6 +251,7 @@ class Featurizer:
         names += [f"compiled.{c}" for c in COMPILED_COLUMNS]
         names += [f"device.{d}" for d in DEVICE_FEATURES]
         names += [f"derived.{d}" for d in DERIVED_FEATURES]
+        names += [f"derived.blocks.{d}" for d, _ in self._block_pairs()]
         names += [f"source.{s}" for s in SOURCE_FEATURES]
         self.feature_names_ = names
         self.categorical_features_ = categorical
@@ -368,6 +373,18 @@ class Featurizer:
         table = np.array([fn(u) for u in uniques.to_list()], dtype=np.float64).reshape(uniques.len(), width)
         return table[codes]
 
+    def _block_pairs(self) -> list[tuple[str, str]]:
+        """``(dim, knob)``: numeric problem dims with a numeric ``BLOCK_<dim>`` (or ``BLOCK_SIZE_<dim>``) knob."""
+        pairs = []
+        for key, spec in self.problem_keys_.items():
+            if spec["kind"] != "numeric":
+                continue
+            for knob in (f"BLOCK_{key}", f"BLOCK_SIZE_{key}"):
+                if self.config_keys_.get(knob, {}).get("kind") == "numeric":
+                    pairs.append((key, knob))
+                    break
+        return pairs
+
     def _column(
         self, prefix: str, key: str, decoded: list[np.ndarray], keys: dict[str, dict[str, Any]]
     ) -> np.ndarray | None:
@@ -405,21 +422,22 @@ class Featurizer:
 
             tiles = np.ones(n)
             any_tiled = np.zeros(n, dtype=bool)
-            for key, spec in self.problem_keys_.items():
-                if spec["kind"] != "numeric" or key in REDUCTION_DIMS:
-                    continue
-                block = self._column("config", f"BLOCK_{key}", config, self.config_keys_)
-                if block is None:
-                    block = self._column("config", f"BLOCK_SIZE_{key}", config, self.config_keys_)
-                if block is None:
-                    continue
+            efficiency = np.ones(n)
+            block_counts = []
+            for key, knob in self._block_pairs():
+                block = self._column("config", knob, config, self.config_keys_)
                 dim = self._column("problem", key, problem, self.problem_keys_)
-                if dim is None:
-                    continue
                 pair = np.isfinite(dim) & np.isfinite(block) & (block > 0)
-                tiles = np.where(pair, tiles * np.ceil(dim / np.where(pair, block, 1.0)), tiles)
-                any_tiled |= pair
+                count = np.where(pair, np.ceil(dim / np.where(pair, block, 1.0)), np.nan)
+                block_counts.append(count)
+                efficiency = np.where(pair, efficiency * dim / (count * block), efficiency)
+                if key not in REDUCTION_DIMS:
+                    tiles = np.where(pair, tiles * count, tiles)
+                    any_tiled |= pair
             tiles = np.where(any_tiled, tiles, np.nan)
+            blocked = np.logical_or.reduce([np.isfinite(c) for c in block_counts]) if block_counts else np.zeros(
+                n, dtype=bool)
+            efficiency = np.where(blocked, efficiency, np.nan)
 
             warps = compiled["num_warps"].copy()
             cfg_warps = self._column("config", "num_warps", config, self.config_keys_)
@@ -440,8 +458,9 @@ class Featurizer:
             resident = dev["sm_count"] * np.where(np.isfinite(blocks_per_sm) & (blocks_per_sm > 0), blocks_per_sm, 1.0)
             waves = tiles / resident
             wave_efficiency = waves / np.ceil(waves)
+        width = len(DERIVED_FEATURES) + len(block_counts)
         out = np.column_stack([flops, min_bytes, intensity, roofline_ms, tiles, waves, wave_efficiency,
-                               blocks_per_sm, occupancy]) if n else np.zeros((0, len(DERIVED_FEATURES)))
+                               blocks_per_sm, occupancy, efficiency, *block_counts]) if n else np.zeros((0, width))
         out[~np.isfinite(out)] = np.nan
         return out
 

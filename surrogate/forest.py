@@ -43,8 +43,8 @@ class ForestSurrogate(CalibratedSurrogate):
 
     Parameters
     ----------
-    coverage, skip_error_rate, pair_calibration, min_calibration_pairs, incumbent_top_fraction, centering, \
-device_features
+    coverage, skip_error_rate, pair_calibration, min_calibration_pairs, incumbent_top_fraction, \
+use_compiled_metadata, centering, device_features
         As for :class:`~kernelcast.surrogate.gbm.GBMSurrogate`.
     n_estimators : int, default=100
         Trees of the regressor (the failure classifier uses half as many).
@@ -76,6 +76,7 @@ device_features
         pair_calibration: str = "isotonic",
         min_calibration_pairs: int = 100,
         incumbent_top_fraction: float = 0.25,
+        use_compiled_metadata: bool = False,
         centering: bool = True,
         device_features: str = "architecture",
         n_estimators: int = 100,
@@ -90,6 +91,7 @@ device_features
         self.pair_calibration = pair_calibration
         self.min_calibration_pairs = min_calibration_pairs
         self.incumbent_top_fraction = incumbent_top_fraction
+        self.use_compiled_metadata = use_compiled_metadata
         self.centering = centering
         self.device_features = device_features
         self.n_estimators = n_estimators
@@ -110,13 +112,13 @@ device_features
                 X_all, failed
             )
 
-    def _raw_forecast(self, X: np.ndarray) -> RawForecast:
+    def _raw_forecast(self, X: np.ndarray, X_fail: np.ndarray) -> RawForecast:
         per_tree = np.stack([tree.predict(X) for tree in self.forest_.estimators_])  # (trees, n)
         mean = per_tree.mean(axis=0)
         low = (1.0 - self.coverage) / 2.0
         lower, upper = np.quantile(per_tree, [low, 1.0 - low], axis=0)
         if self.fail_forest_ is not None:
-            p_fail = self.fail_forest_.predict_proba(X)[:, list(self.fail_forest_.classes_).index(True)]
+            p_fail = self.fail_forest_.predict_proba(X_fail)[:, list(self.fail_forest_.classes_).index(True)]
         else:
             p_fail = np.full(X.shape[0], self.fail_rate_)
         return RawForecast(mean=mean, lower=lower, upper=upper, p_fail=p_fail)

@@ -161,7 +161,7 @@ class RooflineSurrogate(CalibratedSurrogate):
         Z = (A - mean) / np.asarray(model["std"], dtype=np.float64) if cols.size else A
         return model["intercept"] + Z @ np.asarray(model["coef"], dtype=np.float64)
 
-    def _raw_forecast(self, X: np.ndarray) -> RawForecast:
+    def _raw_forecast(self, X: np.ndarray, X_fail: np.ndarray) -> RawForecast:
         n = X.shape[0]
         mean = np.empty(n)
         sigma = np.empty(n)

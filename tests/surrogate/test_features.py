@@ -50,6 +50,9 @@ def test_feature_names_and_kinds(record_factory):
     assert mm[names.index("derived.flops")] == pytest.approx(2 * 1024**3)
     expected_tiles = math.ceil(1024 / cfg["BLOCK_M"]) * math.ceil(1024 / cfg["BLOCK_N"])
     assert mm[names.index("derived.tiles")] == expected_tiles
+    assert mm[names.index("derived.blocks.K")] == math.ceil(1024 / cfg["BLOCK_K"])
+    assert mm[names.index("derived.tile_efficiency")] == 1.0  # powers of two divide 1024
+    assert math.isnan(kt[names.index("derived.tile_efficiency")])  # no BLOCK_<dim> knobs
     assert 0 < mm[names.index("derived.occupancy")] <= 1
 
 

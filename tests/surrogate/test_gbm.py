@@ -12,6 +12,7 @@ from sklearn.base import clone
 from kernelcast.exceptions import InvalidParameterError, NotFittedError, SchemaVersionError
 from kernelcast.surrogate import Decision, GBMSurrogate, load_surrogate
 from kernelcast.surrogate._base import CANDIDATE_COLUMNS
+from kernelcast.surrogate.features import FEATURE_SCHEMA_VERSION
 
 SMALL = dict(n_estimators=60, quantile_estimators=40, fail_estimators=20, num_leaves=15, n_jobs=1)
 
@@ -140,7 +141,8 @@ def test_loading_another_feature_schema_version_names_both(fitted_gbm, tmp_path)
     meta = json.loads(file.read_text())
     meta["feature_schema_version"] = 999
     file.write_text(json.dumps(meta))
-    with pytest.raises(SchemaVersionError, match="feature schema version 999.*builds features with version 1"):
+    with pytest.raises(SchemaVersionError,
+                       match=f"feature schema version 999.*builds features with version {FEATURE_SCHEMA_VERSION}"):
         GBMSurrogate.load(tmp_path / "gbm")
 
 
@@ -158,3 +160,16 @@ def test_update_learns_from_new_records(splits, mode):
 def test_candidate_frames_need_only_candidate_columns(fitted_gbm, splits):
     fc = fitted_gbm.forecast(splits["test"].select(CANDIDATE_COLUMNS))
     assert len(fc) == splits["test"].height
+
+
+@pytest.mark.parametrize("use_compiled", [False, True])
+def test_compiled_metadata_never_gives_failures_away(splits, use_compiled):
+    """Configurations rejected before compiling have no compiled metadata; p_fail must not read it."""
+    model = GBMSurrogate(**SMALL, use_compiled_metadata=use_compiled).fit(splits["train"])
+    with_meta = model.forecast(splits["test"])
+    bare = model.forecast(splits["test"].select(CANDIDATE_COLUMNS))
+    np.testing.assert_array_equal(with_meta.p_fail, bare.p_fail)
+    if not use_compiled:  # a candidate is described the same way before and after compiling
+        np.testing.assert_array_equal(with_meta.log_time_mean, bare.log_time_mean)
+    failed = (splits["test"]["status"] != "ok").to_numpy()
+    assert bare.p_fail[failed].mean() > 0.5 > bare.p_fail[~failed].mean()
