@@ -13,7 +13,8 @@ Experiments:
   three training GPUs);
 - kernelcast's own H200 data (datasets/kernelcast): a random split within tasks, and held-out shapes (the
   irregular shapes of every family, :data:`ODD_SHAPES`), calibrated across held-out groups (``auto``:
-  cross) and, for comparison, on random training rows; and the GBM with compiler metadata as features
+  cross) and, for comparison, on random training rows; held-out shapes drawn at random (20% of the
+  (family, shape) groups, seed 0); and the GBM with compiler metadata as features
   (``use_compiled_metadata=true``: for candidates compiled before they are screened).
 
 Writes benchmarks/results/surrogate_evaluation_summary.json (and prints a Markdown table). Each dataset is
@@ -51,6 +52,7 @@ EXPERIMENTS: dict[str, dict[str, object]] = {
     "kernelcast_h200_shapes": {"data": "datasets/kernelcast", "split": "shapes", "holdouts": ODD_SHAPES},
     "kernelcast_h200_shapes_randomcal": {"data": "datasets/kernelcast", "split": "shapes", "holdouts": ODD_SHAPES,
                                          "calibration": "random"},
+    "kernelcast_h200_shapes_random_groups": {"data": "datasets/kernelcast", "split": "shapes", "holdouts": []},
     "kernelcast_h200_random_compiled": {"data": "datasets/kernelcast", "split": "random", "holdouts": [],
                                         "models": ["gbm"], "params": ["use_compiled_metadata=true"]},
     "kernelcast_h200_shapes_compiled": {"data": "datasets/kernelcast", "split": "shapes", "holdouts": ODD_SHAPES,

@@ -10,8 +10,9 @@ table), the device terms are the logs of bandwidth, peak rates and SM count (so 
 model still scales across GPUs), the efficiency terms are the wave efficiency, waves and occupancy of
 :class:`~kernelcast.surrogate.features.Featurizer`, and the knob terms make the efficiency a power law of
 each numeric configuration knob. The coefficients are fitted per family by ridge regression on
-standardised columns (missing values imputed by the training mean); an unknown family falls back to one
-model over the family-independent columns. The raw interval is ``mean +/- z * sigma_f`` with ``sigma_f`` the
+standardised columns (missing values imputed by the training mean, every column clipped to its training
+range at prediction time, so an unseen shape cannot extrapolate the power laws without bound); an unknown
+family falls back to one model over the family-independent columns. The raw interval is ``mean +/- z * sigma_f`` with ``sigma_f`` the
 family's training residual deviation, so CQR on the calibration split reduces to split conformal
 regression. ``p_fail`` is the family's training failure rate.
 
@@ -118,6 +119,8 @@ class RooflineSurrogate(CalibratedSurrogate):
         std = A.std(axis=0)
         usable &= std > 1e-12
         Z = (A[:, usable] - mean[usable]) / std[usable]
+        lo = A[:, usable].min(axis=0) if A.shape[0] else np.zeros(int(usable.sum()))
+        hi = A[:, usable].max(axis=0) if A.shape[0] else np.zeros(int(usable.sum()))
         intercept = float(y.mean())
         if Z.shape[1]:
             gram = Z.T @ Z + self.ridge_alpha * np.eye(Z.shape[1])
@@ -130,6 +133,8 @@ class RooflineSurrogate(CalibratedSurrogate):
             "mean": mean[usable].tolist(),
             "std": std[usable].tolist(),
             "coef": coef.tolist(),
+            "lo": lo.tolist(),
+            "hi": hi.tolist(),
             "intercept": intercept,
             "sigma": float(max(resid.std(), 1e-3)) if resid.size else 1.0,
         }
@@ -158,6 +163,8 @@ class RooflineSurrogate(CalibratedSurrogate):
         mean = np.asarray(model["mean"], dtype=np.float64)
         A = A[:, cols] if cols.size else np.zeros((X.shape[0], 0))
         A = np.where(np.isfinite(A), A, mean)
+        if cols.size:  # a log-linear model extrapolates wildly: hold each column inside its training range
+            A = np.clip(A, np.asarray(model["lo"], dtype=np.float64), np.asarray(model["hi"], dtype=np.float64))
         Z = (A - mean) / np.asarray(model["std"], dtype=np.float64) if cols.size else A
         return model["intercept"] + Z @ np.asarray(model["coef"], dtype=np.float64)
 
