@@ -14,7 +14,10 @@ Two rules:
     The surrogate's own calibrated rule, :meth:`Surrogate.decide`, against the incumbent runtime: SKIP only
     what is confidently slower, MEASURE what is promising, DEFER where the surrogate abstains. DEFER is
     treated as *measure if the budget allows*: it ranks after every MEASURE. With no incumbent yet nothing
-    can be confidently slower, so every candidate is MEASURE.
+    can be confidently slower, so every candidate is MEASURE. Where the surrogate's ``decide`` takes the
+    incumbent's configuration (``incumbent=``, a one-row candidate frame; the GBM does), it is passed: the
+    rule then compares two forecasts of the same model, which stays valid when the model is off on a whole
+    task, as on a GPU it was never trained on.
 ``"top_fraction"`` (the GPU Forecasters filter)
     No confidence: rank a batch by forecast and keep the best ``keep_fraction`` (MEASURE), SKIP the rest.
     This is the selection step of Khan et al.'s surrogate-filtered search (``k_per_parent`` of
@@ -29,6 +32,7 @@ the runtime analogue of the expected-bin-index score, which also puts a failure 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
 import time
@@ -138,9 +142,20 @@ class Screener:
         """Messages of the updates that failed."""
         self._unlearned: Any = None
         self._errors_in_a_row = 0
+        self._takes_incumbent = "incumbent" in inspect.signature(surrogate.decide).parameters
 
-    def screen(self, candidates: Any, incumbent_ms: float | None) -> Screening:
-        """Forecast ``candidates`` (a candidate frame of ``n`` rows) and decide each against ``incumbent_ms``."""
+    def screen(self, candidates: Any, incumbent_ms: float | None, incumbent: Any = None) -> Screening:
+        """Forecast ``candidates`` (a candidate frame of ``n`` rows) and decide each against the incumbent.
+
+        Parameters
+        ----------
+        candidates : polars.DataFrame
+            Candidate frame, ``n`` rows.
+        incumbent_ms : float or None
+            Measured runtime of the incumbent (ms); ``None`` before any ``ok`` measurement.
+        incumbent : polars.DataFrame, optional
+            One-row candidate frame of the incumbent configuration, for surrogates whose rule uses it.
+        """
         start = time.perf_counter()
         forecast = self.surrogate.forecast(candidates)
         speed = _expected_speed(forecast)
@@ -151,7 +166,11 @@ class Screener:
         elif incumbent_ms is None:
             decisions = (Decision.MEASURE,) * n
         else:
-            decisions = tuple(Decision(d) for d in self.surrogate.decide(candidates, incumbent_ms))
+            if incumbent is not None and self._takes_incumbent:
+                raw = self.surrogate.decide(candidates, incumbent_ms, incumbent=incumbent)  # type: ignore[call-arg]
+            else:
+                raw = self.surrogate.decide(candidates, incumbent_ms)
+            decisions = tuple(Decision(d) for d in raw)
             if len(decisions) != n:
                 raise InvalidParameterError(
                     f"{type(self.surrogate).__name__}.decide returned {len(decisions)} decisions for {n} candidates."

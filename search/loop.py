@@ -576,7 +576,9 @@ class Search:
             return
         incumbent = self._incumbent_ms()
         frame = self.oracle.candidate_frame(self.task, [p.config for p in pool])
-        screening = self.screener.screen(frame, incumbent)
+        best = min((m for m in self._measurements if m.time_ms is not None), key=lambda m: m.time_ms, default=None)
+        incumbent_frame = self.oracle.candidate_frame(self.task, [best.config]) if best is not None else None
+        screening = self.screener.screen(frame, incumbent, incumbent_frame)
         order = screening.priority()
         n_measure = min(strategy.measures_per_step, self._left())
         chosen = order[:n_measure]

@@ -131,3 +131,17 @@ def test_a_failed_update_is_retried_with_the_next_batch(caplog):
         broken.learn(FRAME.head(1))
     assert not broken.learns
     assert "going on without updates" in caplog.text
+
+
+def test_the_incumbent_configuration_reaches_surrogates_that_use_it():
+    class Relative(FixedSurrogate):
+        def decide(self, candidates, incumbent_ms, *, incumbent=None):
+            self.seen = incumbent
+            return super().decide(candidates, incumbent_ms)
+
+    surrogate = Relative(times_ms=[3.0, 0.5])
+    row = FRAME.head(1)
+    Screener(surrogate).screen(FRAME.head(2), incumbent_ms=1.0, incumbent=row)
+    assert surrogate.seen is row
+    plain = FixedSurrogate(times_ms=[3.0, 0.5])  # its decide takes no incumbent: called without it
+    assert Screener(plain).screen(FRAME.head(2), 1.0, incumbent=row).decisions == (Decision.SKIP, Decision.MEASURE)
