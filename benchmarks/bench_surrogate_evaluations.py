@@ -57,6 +57,8 @@ EXPERIMENTS: dict[str, dict[str, object]] = {
                                         "models": ["gbm"], "params": ["use_compiled_metadata=true"]},
     "kernelcast_h200_shapes_compiled": {"data": "datasets/kernelcast", "split": "shapes", "holdouts": ODD_SHAPES,
                                         "models": ["gbm"], "params": ["use_compiled_metadata=true"]},
+    "kernelcast_h200_shapes_random_groups_compiled": {"data": "datasets/kernelcast", "split": "shapes", "holdouts": [],
+                                                      "models": ["gbm"], "params": ["use_compiled_metadata=true"]},
 }
 """Name -> data, split kind, holdouts, and optionally the calibration mode (default ``auto``), the models to
 run (default: all asked for) and model parameters (``--param``)."""

@@ -65,7 +65,7 @@ from kernelcast.surrogate import _artifact
 from kernelcast.surrogate._base import CANDIDATE_COLUMNS, TASK_COLUMNS, Decision, Forecast, Surrogate
 from kernelcast.surrogate.bins import bin_probabilities
 from kernelcast.surrogate.conformal import ResidualDistribution, cqr_offset, risk_control_threshold
-from kernelcast.surrogate.features import COMPILED_COLUMNS, SCALE_FEATURES, Featurizer
+from kernelcast.surrogate.features import COMPILED_COLUMNS, SCALE_FEATURES, Featurizer, _unique_codes
 from kernelcast.surrogate.level import TaskLevelModel
 from kernelcast.surrogate.pairwise import PAIR_CALIBRATION_METHODS, PairCalibrator, uncalibrated_proba
 from kernelcast.surrogate.tasks import (
@@ -364,7 +364,7 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
             self.level_model_ = TaskLevelModel().fit(
                 np.asarray(task_labels(records))[ok], family[ok], roofline[ok], y[ok]
             )
-            y = y - self.level_model_.predict(np.asarray(task_labels(records)), family, roofline)
+            y = y - self.task_level(records, X)
         X_model = self._model_matrix(X)
         self._fit_models(X_model[ok], y[ok], self._model_matrix(X_fail), ~ok)
         self.n_features_in_ = X.shape[1]
@@ -381,6 +381,15 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
         vocabulary = np.array(self.featurizer_.families_ + ["?"], dtype=object)
         family = vocabulary[np.where(np.isfinite(codes), codes, len(vocabulary) - 1).astype(np.int64)]
         return family.astype(str), X[:, names.index("derived.roofline_ms")]
+
+    def task_level(self, frame: pl.DataFrame, X: np.ndarray) -> np.ndarray:
+        """Level (mean log time, shape (n,)) of each row's task, computed once per distinct task."""
+        labels = frame.select(pl.concat_str([pl.col(c).cast(pl.String) for c in TASK_COLUMNS], separator="|"))
+        uniques, codes = _unique_codes(labels.to_series())
+        first = np.zeros(uniques.len(), dtype=np.int64)
+        first[codes[::-1]] = np.arange(codes.size)[::-1]  # one row of each task
+        family, roofline = self._level_inputs(X[first])
+        return self.level_model_.predict(np.asarray(uniques.to_list()), family, roofline)[codes]
 
     def _model_matrix(self, X: np.ndarray) -> np.ndarray:
         """The matrix the subclass models see: GPU-scale features blanked with ``device_features="architecture"``."""
@@ -410,8 +419,7 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
         raw = self._raw_forecast(X_model, X_model if X_fail is X else self._model_matrix(X_fail))
         if getattr(self, "level_model_", None) is None:
             return raw
-        family, roofline = self._level_inputs(X)
-        level = self.level_model_.predict(np.asarray(task_labels(frame)), family, roofline)
+        level = self.task_level(frame, X)
         return RawForecast(mean=raw.mean + level, lower=raw.lower + level, upper=raw.upper + level, p_fail=raw.p_fail)
 
     def calibrate(self, records: pl.DataFrame) -> CalibratedSurrogate:
@@ -496,7 +504,10 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
             train = records.filter(pl.Series(~inside))
             if ok_mask(train).sum() < 2:
                 continue
-            member = clone(self).fit(train, sources=sources)
+            member = clone(self)
+            if "compiled_inference" in member.get_params():  # fold models forecast once: not worth compiling
+                member.set_params(compiled_inference=False)
+            member.fit(train, sources=sources)
             target = inside & ok
             if not target.any():
                 continue

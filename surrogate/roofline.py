@@ -12,9 +12,9 @@ model still scales across GPUs), the efficiency terms are the wave efficiency, w
 each numeric configuration knob. The coefficients are fitted per family by ridge regression on
 standardised columns (missing values imputed by the training mean, every column clipped to its training
 range at prediction time, so an unseen shape cannot extrapolate the power laws without bound); an unknown
-family falls back to one model over the family-independent columns. The raw interval is ``mean +/- z * sigma_f`` with ``sigma_f`` the
-family's training residual deviation, so CQR on the calibration split reduces to split conformal
-regression. ``p_fail`` is the family's training failure rate.
+family falls back to one model over the family-independent columns. The raw interval is
+``mean +/- z * sigma_f`` with ``sigma_f`` the family's training residual deviation, so CQR on the
+calibration split reduces to split conformal regression. ``p_fail`` is the family's training failure rate.
 
 It is a baseline: a log-linear model cannot represent knob interactions (a tile size that is good only with
 enough warps). Saved as plain JSON coefficients in ``model.json``.

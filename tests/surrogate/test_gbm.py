@@ -173,3 +173,14 @@ def test_compiled_metadata_never_gives_failures_away(splits, use_compiled):
         np.testing.assert_array_equal(with_meta.log_time_mean, bare.log_time_mean)
     failed = (splits["test"]["status"] != "ok").to_numpy()
     assert bare.p_fail[failed].mean() > 0.5 > bare.p_fail[~failed].mean()
+
+
+def test_compiled_inference_matches_lightgbm(splits, tmp_path, monkeypatch):
+    pytest.importorskip("lleaves")
+    monkeypatch.setenv("KERNELCAST_CACHE", str(tmp_path / "cache"))
+    plain = GBMSurrogate(**SMALL).fit(splits["train"]).calibrate(splits["calib"])
+    fast = clone(plain).set_params(compiled_inference=True).fit(splits["train"]).calibrate(splits["calib"])
+    a, b = plain.forecast(splits["test"]), fast.forecast(splits["test"])
+    for field in ("log_time_mean", "log_time_lower", "log_time_upper", "p_fail"):
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=0, atol=1e-9)
+    assert list((tmp_path / "cache" / "lleaves").glob("*.o"))  # compiled once, cached on disk
