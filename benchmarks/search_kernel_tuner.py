@@ -12,12 +12,14 @@ during each search by warm-start updates.
 
 ``--reach-budget 200`` also runs TPE with 200 measurements, to count how many it needs to get within 5% of
 the optimum when 50 are not enough. Strategies run apart (``--strategies gp --out gp.json``) are combined
-with ``--merge a.json b.json --out all.json``.
+with ``--merge a.json b.json --out all.json`` (a strategy in several files is taken from the last). The
+ablations ``greedy-64`` and ``surrogate-nolearn`` (see :data:`ABLATIONS`) can be named in ``--strategies``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -42,6 +44,18 @@ from kernelcast.search.harness import curves, plot_curves, summarize
 from kernelcast.surrogate import load_surrogate
 from kernelcast.surrogate.evaluation.splits import fit_on_split, make_split
 from kernelcast.surrogate.gbm import GBMSurrogate
+
+ABLATIONS: dict[str, Strategy] = {
+    "greedy-64": dataclasses.replace(get_strategy("greedy"), name="greedy-64", proposals_per_step=64),
+    "surrogate-nolearn": dataclasses.replace(get_strategy("surrogate"), name="surrogate-nolearn", learn=False),
+}
+"""Variants that isolate a choice: greedy's filter on as many proposals as ``surrogate`` screens (top 4 of 64);
+``surrogate`` without learning during the search."""
+
+
+def strategy(name: str) -> Strategy:
+    """A registered strategy or one of :data:`ABLATIONS`."""
+    return ABLATIONS[name] if name in ABLATIONS else get_strategy(name)
 
 
 def train_models(frame, devices, model_root: Path, seed: int, update_mode: str) -> dict[str, dict]:
@@ -124,7 +138,9 @@ def main() -> None:
 
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
-        runs = [RunScore.from_dict(r) for part in parts for r in part["runs"]]
+        # a strategy present in several files is taken from the last one (a rerun replaces the earlier runs)
+        source = {r["strategy"]: i for i, part in enumerate(parts) for r in part["runs"]}
+        runs = [RunScore.from_dict(r) for i, part in enumerate(parts) for r in part["runs"] if source[r["strategy"]] == i]
         reach_runs = [RunScore.from_dict(r) for part in parts for r in part.get("reach", {}).get("runs", [])]
         reach_budget = next((part["reach"]["budget"] for part in parts if "reach" in part), None)
         config = dict(parts[0]["config"])
@@ -155,7 +171,7 @@ def run(args: argparse.Namespace) -> dict:
     frame = load(args.dataset)
     oracle = ReplayOracle(frame, name=args.dataset)
     tasks = oracle.list_tasks(args.task)
-    strategies: list[Strategy] = [get_strategy(s) for s in args.strategies.split(",")]
+    strategies: list[Strategy] = [strategy(s) for s in args.strategies.split(",")]
     devices = sorted({t.device for t in tasks})
     models = train_models(frame, devices, args.model_root, seed=0, update_mode=args.update_mode)
 

@@ -2,7 +2,7 @@
 
 One step of a screened search (``surrogate`` and ``greedy`` strategies)::
 
-    1. ask the sampler for fresh proposals (16 by default, many more than the measurements a step makes);
+    1. ask the sampler for fresh proposals (64 for ``surrogate``, many more than the measurements a step makes);
        a config that cannot run (Oracle.check) is told FAIL at once, free; a config this run already
        measured is answered from the run's records, free (told the same outcome, action "cache");
     2. screen the fresh proposals together with the ones still pending from earlier steps:
@@ -358,7 +358,8 @@ class Search:
                 f"The {self.strategy.name!r} strategy screens proposals with a surrogate; pass one (--surrogate DIR)."
             )
         self.screener = (
-            Screener(surrogate, rule=self.strategy.screening, learn=self.strategy.learn)  # type: ignore[arg-type]
+            Screener(surrogate, rule=self.strategy.screening, learn=self.strategy.learn,  # type: ignore[arg-type]
+                     keep_fraction=self.strategy.measures_per_step / self.strategy.proposals_per_step)
             if self.strategy.needs_surrogate and surrogate is not None else None
         )
         self.seed = seed
@@ -464,7 +465,7 @@ class Search:
             self._tell(study, trial, TrialState.FAIL, action=action, screen=screen, measured=measured)
 
     # -- proposing ------------------------------------------------------------------------------------------
-    def _propose(self, study: optuna.Study, n: int, state: dict[str, int]) -> list[_Pending]:
+    def _propose(self, study: optuna.Study, n: int) -> list[_Pending]:
         """Ask until ``n`` fresh runnable configs are found; answer the others on the spot.
 
         A sampler that proposes, within one run of stale proposals, a config it was already answered for
@@ -474,13 +475,14 @@ class Search:
         fresh: list[_Pending] = []
         pending_keys = {config_key(p.config) for p in self._pending}
         stale_keys: set[str] = set()
-        while len(fresh) < n and state["stale"] < self.max_stale_proposals:
+        stale = 0
+        while len(fresh) < n and stale < self.max_stale_proposals:
             trial = study.ask(self._distributions)
             config = decode(self.space, trial.params)
             key = config_key(config)
             trial.set_user_attr("config", config)
             reason = self.oracle.check(self.task, config)
-            state["stale"] += 1
+            stale += 1
             if key in stale_keys:
                 self._enqueue_random(study)
             stale_keys.add(key)
@@ -491,7 +493,7 @@ class Search:
             elif key in pending_keys:
                 self._tell(study, trial, TrialState.PRUNED, action="duplicate")
             else:
-                state["stale"] = 0
+                stale = 0
                 stale_keys.clear()
                 pending_keys.add(key)
                 fresh.append(_Pending(trial, config))
@@ -543,22 +545,26 @@ class Search:
             self._recover_running(study)
             if self.screener is not None and self._measurements:
                 self.screener.learn(records_frame(self._cache.values()))
-            state = {"stale": 0, "idle": 0, "step": 0}
-            while self._left() > 0 and state["stale"] < self.max_stale_proposals:
+            state = {"idle": 0, "step": 0}
+            while self._left() > 0:
                 if self.screener is None:
-                    fresh, self._pending = self._pending[:1] or self._propose(study, 1, state), self._pending[1:]
+                    fresh, self._pending = self._pending[:1] or self._propose(study, 1), self._pending[1:]
+                    if not fresh:
+                        break
                     self._measure(study, fresh, [None] * len(fresh))
-                else:
-                    self._screened_step(study, state)
+                elif not self._screened_step(study, state):
+                    break
+            if self._left() > 0:
+                logger.warning(
+                    "%s: stopped after %d proposals in a row brought no new runnable configuration (%d of %d "
+                    "measurements made)", self.study_name, self.max_stale_proposals, len(self._measurements),
+                    self.budget.measurements,
+                )
             for pending in self._pending:
                 self._tell(study, pending.trial, TrialState.PRUNED, action="unmeasured")
             self._pending = []
-            if state["stale"] >= self.max_stale_proposals:
-                logger.warning(
-                    "%s: stopped after %d proposals in a row brought no new runnable configuration (%d of %d "
-                    "measurements made)", self.study_name, state["stale"], len(self._measurements),
-                    self.budget.measurements,
-                )
+            for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # unused repair proposals
+                self._tell(study, study.ask(self._distributions), TrialState.PRUNED, action="unmeasured")
         return SearchResult(
             task=self.task, strategy=self.strategy.name, seed=self.seed, budget=self.budget,
             space_size=self.space_size, measurements=list(self._measurements),
@@ -567,13 +573,14 @@ class Search:
             resumed=resumed,
         )
 
-    def _screened_step(self, study: optuna.Study, state: dict[str, int]) -> None:
+    def _screened_step(self, study: optuna.Study, state: dict[str, int]) -> bool:
+        """One screened step (see the module docstring); ``False`` when there was nothing left to screen."""
         assert self.screener is not None  # noqa: S101 - only called for screened strategies
         strategy = self.strategy
-        pool = self._pending + self._propose(study, strategy.proposals_per_step, state)
+        pool = self._pending + self._propose(study, strategy.proposals_per_step)
         self._pending = []
         if not pool:
-            return
+            return False
         incumbent = self._incumbent_ms()
         frame = self.oracle.candidate_frame(self.task, [p.config for p in pool])
         best = min((m for m in self._measurements if m.time_ms is not None), key=lambda m: m.time_ms, default=None)
@@ -605,6 +612,7 @@ class Search:
                            screen=self._screen_attrs(screening, i, incumbent, step))
         self._pending = [pool[i] for i in keep]
         self.screener.learn(records_frame(self._measure(study, [pool[i] for i in chosen], screens)))
+        return True
 
     @staticmethod
     def _screen_attrs(

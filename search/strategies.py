@@ -3,18 +3,24 @@
 =========== ========= ================ ============================================================
 strategy    sampler   screening        what it is
 =========== ========= ================ ============================================================
-surrogate   TPE       selective        kernelcast: many TPE proposals per step, screened by the
-                                       surrogate's calibrated MEASURE/SKIP/DEFER rule against the
-                                       incumbent; the surrogate learns the task during the run.
+surrogate   TPE       selective        kernelcast: 64 TPE proposals per step (at most 4 measured),
+                                       screened by the surrogate's calibrated MEASURE/SKIP/DEFER rule
+                                       against the incumbent; the surrogate learns the task during the
+                                       run.
 tpe         TPE       none             Optuna's TPE alone, one proposal measured per step.
 gp          GP        none             Optuna's Gaussian-process sampler alone.
 cmaes       CMA-ES    none             Optuna's CMA-ES sampler alone (needs the ``cmaes`` package).
 random      random    none             Uniform random proposals.
 greedy      TPE       top_fraction     The GPU Forecasters filter: forecast 4 proposals per
-                                       measurement, measure the best quarter by forecast; no
-                                       confidence and no learning during the run (their surrogate is
-                                       fixed), as in codezakh/gpu-forecasters.
+                                       measurement (16 per step), measure the best quarter by
+                                       forecast; no confidence and no learning during the run (their
+                                       surrogate is fixed), as in codezakh/gpu-forecasters.
 =========== ========= ================ ============================================================
+
+The ``top_fraction`` rule keeps ``measures_per_step / proposals_per_step`` of each batch. Why 64 proposals
+per step for ``surrogate``: on four Kernel Tuner tasks x 4 seeds (leave-one-GPU-out GBM), 16, 32 and 64
+proposals per step gave a median best-found speed of 0.926, 0.985 and 0.997 of the optimum (7, 13 and 14
+of 16 runs within 5%) at 50 measurements; each proposal costs CPU time only (Optuna's ask and a forecast).
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("surrogate", "tpe", "selective", True, 16, 4,
+        Strategy("surrogate", "tpe", "selective", True, 64, 4,
                  "TPE proposals screened by the calibrated surrogate; it learns the task during the run"),
         Strategy("tpe", "tpe", None, False, 1, 1, "Optuna TPE alone"),
         Strategy("gp", "gp", None, False, 1, 1, "Optuna Gaussian-process sampler alone"),

@@ -23,12 +23,13 @@ TOY_DEVICES = {"NVIDIA GeForce RTX 3090": 1.0, "NVIDIA TITAN RTX": 1.4}
 BLOCKS = (16, 32, 64, 128, 256, 512)
 WARPS = (1, 2, 4, 8)
 UNROLLS = (1, 2, 4)
+VECS = (1, 2, 4, 8)
 
 
-def toy_time_ms(block: int, warps: int, unroll: int, device_factor: float = 1.0) -> float:
-    """A smooth runtime landscape with one best configuration: BLOCK=128, WARPS=4, UNROLL>1."""
+def toy_time_ms(block: int, warps: int, unroll: int, vec: int, device_factor: float = 1.0) -> float:
+    """A smooth runtime landscape with one best configuration: BLOCK=128, WARPS=4, UNROLL=2, VEC=4."""
     return device_factor * (1.0 + 0.15 * (math.log2(block) - 7) ** 2 + 0.2 * abs(math.log2(warps) - 2)
-                            + 0.1 * (unroll == 1) + 0.01 * unroll)
+                            + 0.1 * (unroll == 1) + 0.01 * unroll + 0.05 * abs(math.log2(vec) - 2))
 
 
 def toy_records(devices: Sequence[str] = tuple(TOY_DEVICES), n_samples: int = 8, seed: int = 0) -> list[Record]:
@@ -45,22 +46,24 @@ def toy_records(devices: Sequence[str] = tuple(TOY_DEVICES), n_samples: int = 8,
                 if (block, warps) in ((16, 8), (512, 1)):
                     continue
                 for unroll in UNROLLS:
-                    config = {"BLOCK": block, "WARPS": warps, "UNROLL": unroll}
-                    common = dict(family=TOY_FAMILY, variant="default", source_hash="toy0000000000000", config=config,
-                                  problem=TOY_PROBLEM, dtype="float32", device=device, origin="test:toy")
-                    if block == 512 and unroll == 4:
-                        out.append(Record(status=Status.COMPILE_ERROR, error="ptxas: too many resources",
-                                          compile_time_ms=2000.0, **common))
-                        continue
-                    base = toy_time_ms(block, warps, unroll, TOY_DEVICES[device])
-                    samples = base * (1.0 + 0.02 * rng.standard_normal(n_samples))
-                    out.append(Record(status=Status.OK, samples_ms=tuple(samples), compile_time_ms=50.0, **common))
+                    for vec in VECS:
+                        config = {"BLOCK": block, "WARPS": warps, "UNROLL": unroll, "VEC": vec}
+                        common = dict(family=TOY_FAMILY, variant="default", source_hash="toy0000000000000",
+                                      config=config, problem=TOY_PROBLEM, dtype="float32", device=device,
+                                      origin="test:toy")
+                        if block == 512 and unroll == 4:
+                            out.append(Record(status=Status.COMPILE_ERROR, error="ptxas: too many resources",
+                                              compile_time_ms=2000.0, **common))
+                            continue
+                        base = toy_time_ms(block, warps, unroll, vec, TOY_DEVICES[device])
+                        samples = base * (1.0 + 0.02 * rng.standard_normal(n_samples))
+                        out.append(Record(status=Status.OK, samples_ms=tuple(samples), compile_time_ms=50.0, **common))
     return out
 
 
 @pytest.fixture(scope="session")
 def toy_frame() -> pl.DataFrame:
-    """The toy space on two devices as a record frame (66 stored configurations per device)."""
+    """The toy space on two devices as a record frame (264 stored configurations per device)."""
     return records_frame(toy_records())
 
 

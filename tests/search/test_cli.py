@@ -16,7 +16,7 @@ def test_list_tasks_of_a_replay(toy_store):
     assert result.exit_code == 0, result.output
     assert "toy/axpy" in result.output
     assert "TITAN RTX" in result.output
-    assert "66" in result.output
+    assert "264" in result.output
 
 
 def test_search_smoke_on_a_small_replay_task(toy_store, tmp_path):

@@ -82,11 +82,11 @@ def test_failures_are_told_as_fail_and_invalid_configs_are_free(toy_frame):
     storage = optuna.storages.InMemoryStorage()
     with pytest.raises(InvalidParameterError, match="needs a 'run_dir'"):
         Search(task, oracle, strategy="random", budget=5, storage=storage)
-    result = run_search(task, oracle, strategy="random", budget=40, seed=2)
+    result = run_search(task, oracle, strategy="random", budget=120, seed=2)
     statuses = [m.status for m in result.measurements]
-    assert "compile_error" in statuses, "random search of 40 of 66 configs met no failure"
+    assert "compile_error" in statuses, "random search of 120 of 264 configs met no failure"
     assert result.actions.get("invalid", 0) >= 1
-    assert oracle.spent.measurements == 40
+    assert oracle.spent.measurements == 120
     failed_cost = sum(m.gpu_seconds for m in result.measurements if m.status == "compile_error")
     assert failed_cost == pytest.approx(2.0 * statuses.count("compile_error"))
 
@@ -191,7 +191,7 @@ def test_space_encoding_round_trips(toy_frame):
     oracle = ReplayOracle(toy_frame)
     space = oracle.space(_task(oracle))
     dists = distributions(space)
-    assert set(dists) == {"BLOCK", "UNROLL", "WARPS"}
+    assert set(dists) == {"BLOCK", "UNROLL", "VEC", "WARPS"}
     assert dists["BLOCK"].high == 5  # index of 512 among 16..512
-    config = {"BLOCK": 512, "UNROLL": 2, "WARPS": 1}
+    config = {"BLOCK": 512, "UNROLL": 2, "VEC": 1, "WARPS": 1}
     assert decode(space, encode(space, config)) == config

@@ -16,7 +16,7 @@ def _task(oracle: ReplayOracle, selector: str = "device=3090"):
 def test_draws_one_stored_repetition_per_query(toy_frame):
     oracle = ReplayOracle(toy_frame, seed=3)
     task = _task(oracle)
-    config = {"BLOCK": 128, "UNROLL": 2, "WARPS": 4}
+    config = {"BLOCK": 128, "UNROLL": 2, "VEC": 4, "WARPS": 4}
     stored = oracle.stored_samples_ms(task, config)
     draws = [oracle.measure(task, [config])[0] for _ in range(40)]
     values = [r.samples_ms[0] for r in draws]
@@ -29,7 +29,7 @@ def test_draws_one_stored_repetition_per_query(toy_frame):
 
 
 def test_draws_repeat_with_the_seed_and_forks_draw_anew(toy_frame):
-    config = {"BLOCK": 64, "UNROLL": 1, "WARPS": 2}
+    config = {"BLOCK": 64, "UNROLL": 1, "VEC": 1, "WARPS": 2}
     base = ReplayOracle(toy_frame, seed=1)
     task = _task(base)
     first = [base.measure(task, [config])[0].time_ms for _ in range(5)]
@@ -43,7 +43,7 @@ def test_draws_repeat_with_the_seed_and_forks_draw_anew(toy_frame):
 def test_failures_replay_as_failures_and_cost_their_compile_time(toy_frame):
     oracle = ReplayOracle(toy_frame)
     task = _task(oracle)
-    (record,) = oracle.measure(task, [{"BLOCK": 512, "UNROLL": 4, "WARPS": 2}])
+    (record,) = oracle.measure(task, [{"BLOCK": 512, "UNROLL": 4, "VEC": 2, "WARPS": 2}])
     assert record.status is Status.COMPILE_ERROR
     assert record.samples_ms == ()
     assert record.time_ms is None
@@ -56,7 +56,7 @@ def test_failures_replay_as_failures_and_cost_their_compile_time(toy_frame):
 def test_cost_is_compile_time_plus_the_stored_repetitions(toy_frame):
     oracle = ReplayOracle(toy_frame)
     task = _task(oracle)
-    config = {"BLOCK": 32, "UNROLL": 2, "WARPS": 1}
+    config = {"BLOCK": 32, "UNROLL": 2, "VEC": 8, "WARPS": 1}
     (record,) = oracle.measure(task, [config])
     expected = (50.0 + sum(oracle.stored_samples_ms(task, config))) / 1000.0
     assert oracle.cost_seconds(record) == pytest.approx(expected)
@@ -65,9 +65,9 @@ def test_cost_is_compile_time_plus_the_stored_repetitions(toy_frame):
 def test_configs_outside_the_stored_space_cannot_run_and_are_free(toy_frame):
     oracle = ReplayOracle(toy_frame)
     task = _task(oracle)
-    excluded = {"BLOCK": 16, "UNROLL": 1, "WARPS": 8}
+    excluded = {"BLOCK": 16, "UNROLL": 1, "VEC": 1, "WARPS": 8}
     assert "restrictions" in oracle.check(task, excluded)
-    assert oracle.check(task, {"BLOCK": 16, "UNROLL": 1, "WARPS": 4}) is None
+    assert oracle.check(task, {"BLOCK": 16, "UNROLL": 1, "VEC": 1, "WARPS": 4}) is None
     (record,) = oracle.measure(task, [excluded])
     assert record.status is Status.INVALID_CONFIG
     assert oracle.spent.measurements == 0
@@ -78,8 +78,8 @@ def test_space_is_derived_from_the_stored_records(toy_frame):
     oracle = ReplayOracle(toy_frame)
     task = _task(oracle)
     assert oracle.space(task).describe() == {"BLOCK": [16, 32, 64, 128, 256, 512], "UNROLL": [1, 2, 4],
-                                             "WARPS": [1, 2, 4, 8]}
-    assert oracle.space_size(task) == 66
+                                             "VEC": [1, 2, 4, 8], "WARPS": [1, 2, 4, 8]}
+    assert oracle.space_size(task) == 264
     ok = toy_frame.filter((toy_frame["device"] == task.device) & (toy_frame["status"] == "ok"))
     assert oracle.optimum_ms(task) == pytest.approx(ok["time_ms"].min())
     assert default_budget(66) == 2
@@ -121,7 +121,7 @@ def test_task_selector_parsing_and_errors(toy_frame):
 
 
 def test_incomplete_tasks_are_left_out(toy_frame):
-    # a device holding a sample of the space (the others all hold 66 configs) is incomplete
+    # a device holding a sample of the space (the others all hold 264 configs) is incomplete
     import polars as pl
 
     sample = toy_frame.filter(pl.col("device") == "NVIDIA TITAN RTX").head(30).with_columns(
