@@ -117,6 +117,46 @@ def assemble(runs: list[RunScore], reach_runs: list[RunScore], reach_budget: int
     return data
 
 
+def _fmt(value: object, spec: str = ".3f") -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, float) and value == float("inf"):
+        return "never"
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def markdown(data: dict) -> str:
+    """A readable summary of a result file: goals, strategies, and per-task medians."""
+    summary = data["summary"]
+    reach = data.get("reach", {}).get("summary", {}).get("tpe")
+    lines = ["# Search strategies on the Kernel Tuner spaces (replay, leave-one-GPU-out surrogate)", "",
+             f"Produced by `benchmarks/search_kernel_tuner.py`; every number below is in `{data.get('file', '')}`.", "",
+             "| strategy | runs | median best/optimum speed | runs within 5% | median measurements to 5% "
+             "(all runs) | median over tasks of measurements to 5% | GPU s (replayed) | surrogate s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = dict(summary)
+    if reach is not None:
+        rows[f"tpe, {data['reach']['budget']} measurements"] = reach
+    for name, s in rows.items():
+        lines.append(f"| {name} | {s['runs']} | {_fmt(s['median_best_over_optimum_speed'])} | "
+                     f"{s['runs_within_5pct']} | {_fmt(s['median_measurements_to_5pct'], '.1f')} | "
+                     f"{_fmt(s['median_over_tasks_of_median_measurements_to_5pct'], '.1f')} | "
+                     f"{s['gpu_seconds']:.0f} | {s['surrogate_seconds']:.0f} |")
+    lines += ["", "Goals of the issue, as measured:", ""]
+    lines += [f"- `{k}`: {_fmt(v, '.3f') if isinstance(v, float) else v}" for k, v in data.get("goals", {}).items()]
+    tasks = list(next(iter(summary.values()))["per_task"])
+    for metric, title, spec in (("median_best_over_optimum_speed", "Median best/optimum speed per task", ".3f"),
+                                ("median_measurements_to_5pct_censored",
+                                 "Median measurements to within 5% per task (never: the median run did not get "
+                                 "there)", ".1f")):
+        lines += ["", f"{title}:", "", "| task | " + " | ".join(rows) + " |",
+                  "|---|" + "---:|" * len(rows)]
+        for task in tasks:
+            cells = [_fmt(s["per_task"].get(task, {}).get(metric), spec) for s in rows.values()]
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="kernel_tuner")
@@ -131,6 +171,7 @@ def main() -> None:
                         help="combine result files of runs made apart (e.g. one per strategy) instead of running")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_kernel_tuner.json"))
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/search_kernel_tuner.png"))
+    parser.add_argument("--markdown", type=Path, default=None, help="also write a readable summary here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -156,6 +197,8 @@ def main() -> None:
         runs = [RunScore.from_dict(r) for r in data["runs"]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")
+    if args.markdown is not None:
+        args.markdown.write_text(markdown({**data, "file": args.out.name}))
     n_tasks, n_seeds = len({r.task for r in runs}), len({r.seed for r in runs})
     plot_curves(curves(runs), args.plot,
                 title=f"{n_tasks} Kernel Tuner tasks x {n_seeds} seeds, leave-one-GPU-out GBM surrogate")
