@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-# (family, shape, dtype, space). "full" = every configuration of every variant; "random:N" = N per variant.
-PLAN: list[tuple[str, str, str, str]] = [
+# (family, shape, dtype, space[, problem options]). "full" = every configuration of every variant;
+# "random:N" = N per variant.
+PLAN: list[tuple] = [
     # Complete spaces, fp16, three shapes per family (cheap shapes first, so every family gets data early).
     ("softmax", "4096x4096", "float16", "full"),
     ("layernorm", "4096x4096", "float16", "full"),
@@ -54,6 +55,22 @@ PLAN: list[tuple[str, str, str, str]] = [
         ("attention", "1x32x4096x128"), ("attention", "8x12x512x64"), ("matmul", "8192x8192x1024"),
         ("matmul", "4000x3000x2000"), ("matmul", "512x12288x4096"),
     ]],
+    # More shapes per family, fp16, sampled: what a surrogate needs to generalise to shapes it has not seen.
+    *[(f, s, "float16", "random:40") for f, shapes in [
+        ("softmax", ("2048x2048", "512x8192", "8192x512", "3000x777", "16384x256", "1024x16384")),
+        ("layernorm", ("2048x1024", "8192x2048", "4096x5120", "333x4000", "16384x1536", "512x16384")),
+        ("rmsnorm", ("2048x2048", "8192x4096", "4096x8192", "777x3333", "16384x2560", "1024x14336")),
+        ("bias_gelu", ("2048x2048", "8192x4096", "1024x28672", "555x6789", "16384x1024", "4096x11008")),
+        ("rowsum", ("2048x2048", "8192x4096", "512x65536", "999x9999", "131072x32", "16384x512")),
+        ("transpose", ("2048x2048", "4096x1024", "1024x4096", "555x6789", "16384x256", "256x16384")),
+        ("attention", ("2x16x512x128", "1x8x2048x256", "8x8x256x64", "1x16x3000x64", "4x4x4096x32")),
+        ("matmul", ("2048x2048x2048", "256x4096x4096", "4096x256x4096", "1536x1536x6144", "3000x1000x500",
+                    "64x8192x8192", "777x999x1111")),
+    ] for s in shapes],
+    # Causal attention, fp16: complete for one shape, sampled for others (D = 64, 128, 256).
+    ("attention", "4x16x1024x64", "float16", "full", {"causal": True}),
+    *[("attention", s, "float16", "random:40", {"causal": True}) for s in
+      ("1x32x2048x128", "2x8x1000x64", "1x8x2048x256", "8x12x512x64")],
     # Complete spaces in bf16 for the same three shapes (memory-bound families first: they measure fastest).
     *[(f, s, "bfloat16", "full") for s3 in [("4096x4096", "1000x3000", "127x4097")] for s in s3
       for f in ("softmax", "layernorm", "rmsnorm", "bias_gelu", "rowsum", "transpose")],
@@ -83,14 +100,15 @@ def main() -> int:
     from kernelcast.measurement.families import get_family
 
     store = Store(args.store)
+    contexts = _ContextWatch()
     wanted = {f for f in args.families.split(",") if f}
     plan = [step for step in PLAN if not wanted or step[0] in wanted]
     deadline = time.monotonic() + args.minutes * 60
     totals: dict[str, int] = {}
     with Benchmarker(mode="gpu") as bench:
         done = store.keys()
-        for family, shape, dtype, space in plan:
-            problem = get_family(family).problem(shape, dtype)
+        for family, shape, dtype, space, *more in plan:
+            problem = get_family(family).problem(shape, dtype, **(more[0] if more else {}))
             candidates = candidates_for(family, problem, space=space, seed=0)
             todo = [c for c in candidates if bench.key(c) not in done]
             log.info("%s %s %s %s: %d candidates, %d to measure", family, shape, dtype, space, len(candidates), len(todo))
@@ -122,15 +140,49 @@ def main() -> int:
             if stopped:
                 break
         restarts = bench.restarts
+    contexts.stop()
+    log.info("processes holding a context on GPU 0 during the run: at most %s", contexts.max_seen)
     # The run's device fingerprint at start and end (temperature, power, clocks), beside the records.
     runs = args.store / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     (runs / f"collect-{stamp}.json").write_text(json.dumps(
         {"command": " ".join(sys.argv), "totals": totals, "worker_restarts": restarts,
+         "gpu_processes_max": contexts.max_seen,
          "fingerprint_start": bench.fingerprint, "fingerprint_end": bench.fingerprint_end}, indent=1, default=str))
     log.info("totals %s, worker restarts %d", json.dumps(totals), restarts)
     return 0
+
+
+class _ContextWatch:
+    """Poll NVML for the number of processes holding a CUDA context on GPU 0 (only the timing worker should)."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        import threading
+
+        self.max_seen: int | None = None
+        self._stop = threading.Event()
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self._nvml = pynvml
+        except Exception:  # noqa: BLE001 - a diagnostic only
+            return
+        self._thread = threading.Thread(target=self._poll, args=(every_s,), daemon=True)
+        self._thread.start()
+
+    def _poll(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                n = len(self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle))
+            except Exception:  # noqa: BLE001
+                return
+            self.max_seen = n if self.max_seen is None else max(self.max_seen, n)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def _until(items: list, deadline: float):  # noqa: ANN202 - a small generator

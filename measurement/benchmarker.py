@@ -303,6 +303,7 @@ class Benchmarker:
                 "protocol": self.protocol.as_dict(),
                 "seed": candidate.seed(),
                 "l2_bytes": self.fingerprint.get("l2_bytes") or 50 * 2**20,
+                "max_shared_bytes": self.limits.max_shared_bytes_per_block if self.limits else None,
             },
         )
         reason = family.check_config(candidate.variant, config, candidate.problem, self.limits or DeviceLimits())
@@ -332,6 +333,9 @@ class Benchmarker:
         info = compiled.get("compiled") if compiled else None
         if result.kind == "ok":
             value = result.value
+            loaded = {k: v for k, v in (value.get("compiled") or {}).items() if v is not None}
+            if loaded:  # registers and spills, read by the GPU worker that loaded the binary
+                info = {**(info or {}), **loaded}
             self.gpu_seconds += float(value.get("gpu_s", 0.0))
             if value["status"] != Status.OK.value:
                 return self._failure(prepared, value, compile_ms=compile_ms, compiled=info)

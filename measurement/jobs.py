@@ -72,29 +72,38 @@ def compile_job(payload: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         kernels = family.compile(payload["variant"], payload["config"], problem)
-        info = compiled_info(kernels)
+        info = compiled_info(kernels, load=False)
     except Exception as exc:  # noqa: BLE001 - every compile failure becomes a record
         # Anything that fails while compiling (e.g. an MLIR "PassManager::run failed") is a compile error,
         # unless the kernel compiled but needs more resources than the device has.
         status = Status.OUT_OF_RESOURCES if classify_exception(exc) is Status.OUT_OF_RESOURCES else Status.COMPILE_ERROR
         return {"status": status.value, "error": f"{type(exc).__name__}: {exc}"[:4000],
                 "compile_time_ms": (time.perf_counter() - t0) * 1e3}
-    return {"status": Status.OK.value, "compiled": info, "compile_time_ms": (time.perf_counter() - t0) * 1e3}
+    compile_ms = (time.perf_counter() - t0) * 1e3
+    limit = payload.get("max_shared_bytes")
+    if limit is not None and info["shared_bytes"] is not None and info["shared_bytes"] > int(limit):
+        # What Triton's loader would raise as OutOfResources, found without loading the binary on the GPU.
+        return {"status": Status.OUT_OF_RESOURCES.value, "compiled": info, "compile_time_ms": compile_ms,
+                "error": f"OutOfResources: out of resource: shared memory, Required: {info['shared_bytes']}, "
+                         f"Hardware limit: {int(limit)}"}
+    return {"status": Status.OK.value, "compiled": info, "compile_time_ms": compile_ms}
 
 
-def compiled_info(kernels: list[Any]) -> dict[str, int | None]:
+def compiled_info(kernels: list[Any], *, load: bool = True) -> dict[str, int | None]:
     """Registers, spills and shared memory of compiled kernels (the largest over a variant's kernels).
 
-    Loading the binary (``_init_handles``) is what raises Triton's ``OutOfResources`` when a kernel needs more
-    shared memory than the device has, so this also detects that before any GPU time is spent.
+    Registers and spills are known only once the binary is loaded on the device (``_init_handles``), which
+    needs a CUDA context. Compile workers pass ``load=False`` so they never hold a context that would
+    time-slice with the kernel being timed; the GPU worker fills registers in after the run.
     """
     regs: list[int] = []
     spills: list[int] = []
     shared: list[int] = []
     for kernel in kernels:
-        kernel._init_handles()
-        regs.append(int(kernel.n_regs))
-        spills.append(int(kernel.n_spills))
+        if load:
+            kernel._init_handles()
+            regs.append(int(kernel.n_regs))
+            spills.append(int(kernel.n_spills))
         shared.append(int(kernel.metadata.shared))
     first = kernels[0].metadata if kernels else None
     return {
@@ -223,7 +232,15 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         return failed(Status.INCORRECT, "the kernel modified its input tensors while being timed")
     state = _recent_telemetry() if payload.get("telemetry", True) else {}
     return {"status": Status.OK.value, "samples_ms": samples, "check": check, "gpu_s": time.perf_counter() - t0,
-            "telemetry": state}
+            "telemetry": state, "compiled": _loaded_info(family, variant, config, problem)}
+
+
+def _loaded_info(family: Family, variant: str, config: dict[str, Any], problem: Problem) -> dict[str, int | None]:
+    """Registers and spills of a kernel this GPU worker has launched (Triton's in-memory cache: no compile)."""
+    try:
+        return compiled_info(family.compile(variant, config, problem), load=True)
+    except Exception:  # noqa: BLE001 - metadata is optional; the measurement stands without it
+        return {}
 
 
 def _raise_if_context_lost(exc: BaseException) -> None:
