@@ -144,8 +144,10 @@ class Benchmarker:
                 for d in devices
             ]
             n_compile = self._requested_compile_workers or max(1, (os.cpu_count() or 2) - len(devices))
+            major, minor = torch.cuda.get_device_capability(devices[0])
+            compile_env = {"CUDA_VISIBLE_DEVICES": str(devices[0]), "KERNELCAST_COMPILE_CAPABILITY": f"{major}.{minor}"}
             self._compile_workers = [
-                IsolatedWorker(f"compile{i}", env={"CUDA_VISIBLE_DEVICES": str(devices[0])}, nice=10)
+                IsolatedWorker(f"compile{i}", env=compile_env, nice=10, initializer=f"{_JOBS}:compile_init")
                 for i in range(n_compile)
             ]
         # Start every worker now, in parallel: a broken set-up fails here, and start-up is not charged to jobs.

@@ -60,6 +60,27 @@ def gpu_init() -> None:
         torch.empty(1, device="cuda")
 
 
+def compile_init() -> None:
+    """Compile-worker initializer: let Triton compile for the device without ever creating a CUDA context.
+
+    Triton asks torch for the current device, stream and capability even when it only compiles, and those
+    calls create a CUDA context; fifteen compile workers' contexts then time-slice with the kernel being
+    timed. With ``KERNELCAST_COMPILE_CAPABILITY`` (e.g. ``"9.0"``) set by the benchmarker, the driver answers
+    from it instead. Registers and spills are then read by the GPU worker (see :func:`run_job`).
+    """
+    capability = os.environ.get("KERNELCAST_COMPILE_CAPABILITY")
+    if interpreting() or not capability:
+        return
+    major, minor = (int(x) for x in capability.split("."))
+    from triton.runtime import driver
+
+    active = driver.active
+    active.get_current_device = lambda: 0
+    active.set_current_device = lambda *_: None
+    active.get_current_stream = lambda *_: 0
+    active.get_device_capability = lambda *_: (major, minor)
+
+
 def fingerprint_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Return the device fingerprint seen by this worker."""
     return interpreter_fingerprint() if interpreting() else device_fingerprint(0)
