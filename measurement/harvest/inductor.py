@@ -267,7 +267,7 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     return repr(value)
 
 
-def arg_roles(source: str, names: Sequence[str], mutated: Iterable[str], atomic: bool) -> dict[str, str]:
+def arg_roles(source: str, names: Sequence[str], mutated: Iterable[str]) -> dict[str, str]:
     """Role of each pointer argument: ``in``, ``out`` (every element written) or ``in_out``.
 
     An argument is written if its name starts with ``out_ptr``/``in_out_ptr`` or Inductor lists it as mutated;
@@ -282,7 +282,7 @@ def arg_roles(source: str, names: Sequence[str], mutated: Iterable[str], atomic:
             roles[name] = "in"
             continue
         reads = re.search(rf"tl\.(load|atomic_\w+)\(\s*{re.escape(name)}\b", source) is not None
-        roles[name] = "in_out" if reads or (atomic and name in mutated) else "out"
+        roles[name] = "in_out" if reads else "out"
     return roles
 
 
@@ -318,7 +318,7 @@ def _capture_before(autotuner: Any, args: tuple[Any, ...], kwargs: Mapping[str, 
         missing.append(f"{len(args) - len(runtime_params)} positional args beyond the def's parameters")
     values = list(zip(names, args)) + [(k, v) for k, v in call_kwargs.items() if k in runtime_params]
     pointer_names = [n for n, v in values if isinstance(v, torch.Tensor)]
-    roles = arg_roles(source, pointer_names, mutated, bool(inductor_meta.get("atomic_add_found")))
+    roles = arg_roles(source, pointer_names, mutated)
     arg_specs = []
     for name, value in values:
         if isinstance(value, torch.Tensor):

@@ -184,25 +184,27 @@ ROWS: tuple[Shape, ...] = ((64, 1000), (128, 4096), (256, 3000), (1000, 1000), (
                            (4096, 1024), (2048, 5120), (32, 50257), (8192, 100))
 ROWS_SMALL: tuple[Shape, ...] = ((64, 1000), (128, 4096), (256, 3000), (1000, 1000), (127, 4097), (1024, 768),
                                  (4096, 1024), (333, 2049), (32, 50257), (8192, 100))
+ROWS_EVEN: tuple[Shape, ...] = ((64, 1000), (128, 4096), (256, 3000), (1000, 1000), (127, 4098), (1024, 768),
+                                (4096, 1024), (2048, 5120), (32, 50258), (8192, 100))
 # Images (N, C, H, W).
 IMAGES: tuple[Shape, ...] = ((2, 32, 16, 16), (4, 64, 32, 32), (8, 32, 28, 28), (1, 128, 56, 56), (16, 16, 7, 7),
-                             (2, 96, 35, 35), (4, 256, 14, 14), (1, 64, 112, 112), (8, 48, 9, 9), (2, 512, 8, 8))
+                             (2, 96, 35, 35), (4, 256, 13, 13), (1, 64, 112, 112), (8, 48, 9, 9), (2, 512, 8, 8))
 # Sequences (batch, channels, length).
 SEQUENCES: tuple[Shape, ...] = ((2, 64, 100), (4, 128, 256), (8, 32, 1000), (1, 512, 77), (16, 256, 64),
-                                (2, 768, 197), (4, 96, 513), (32, 64, 128), (1, 1024, 1024), (3, 300, 300))
+                                (2, 768, 197), (4, 96, 513), (32, 64, 130), (1, 1024, 1024), (3, 300, 300))
 # Attention scores (batch, heads, queries, keys).
 SCORES: tuple[Shape, ...] = ((1, 4, 128, 128), (2, 8, 256, 256), (1, 12, 197, 197), (4, 16, 64, 64),
                              (1, 16, 1024, 1024), (2, 4, 500, 500), (1, 32, 77, 77), (8, 8, 100, 128),
                              (1, 8, 2048, 512), (2, 12, 333, 333))
 # Rotary embedding inputs (batch, sequence, heads, head dim).
 ROPE: tuple[Shape, ...] = ((1, 128, 8, 64), (2, 256, 12, 64), (1, 1024, 16, 128), (4, 77, 8, 64),
-                           (1, 2048, 32, 128), (8, 64, 4, 32), (2, 500, 8, 96), (1, 4096, 8, 64),
+                           (1, 2048, 32, 128), (8, 64, 4, 48), (2, 500, 8, 96), (1, 4096, 8, 32),
                            (3, 333, 6, 80), (16, 128, 2, 128))
 # Logits (rows, classes).
 LOGITS: tuple[Shape, ...] = ((64, 1000), (128, 4096), (256, 3000), (1000, 10), (127, 4097), (512, 32000),
-                             (32, 50257), (4096, 128), (2048, 1000), (100, 100))
+                             (32, 50257), (4096, 129), (2048, 1000), (100, 120))
 # Embedding lookups (tokens, dim).
-TOKENS: tuple[Shape, ...] = ((128, 768), (512, 1024), (1000, 512), (77, 4096), (2048, 256), (4096, 64),
+TOKENS: tuple[Shape, ...] = ((128, 768), (512, 1024), (1000, 512), (77, 4096), (2048, 257), (4096, 64),
                              (333, 333), (8192, 128), (64, 2048), (1500, 100))
 
 
@@ -365,7 +367,8 @@ def softmax_first(x):  # noqa: ANN001, ANN201, D103
 
 def causal_softmax(x):  # noqa: ANN001, ANN201, D103
     q, k = x.shape[-2], x.shape[-1]
-    keep = torch.ones(q, k, dtype=torch.bool, device=x.device).tril(diagonal=k - q)
+    # Query i sees keys up to i + max(k - q, 0): never a fully masked row.
+    keep = torch.ones(q, k, dtype=torch.bool, device=x.device).tril(diagonal=max(k - q, 0))
     return torch.softmax((x * 0.125).masked_fill(~keep, float("-inf")), dim=-1)
 
 
@@ -478,7 +481,7 @@ PROGRAMS: tuple[Program, ...] = (
     # Pointwise with broadcasting, strided views and several inputs or outputs.
     Program("bias_gelu", bias_gelu, _x_row_params(2), ROWS, "gelu(x * w + b), w and b per column"),
     Program("residual_relu", residual_relu, _xy, ROWS, "relu(x + y/2)"),
-    Program("swiglu", swiglu, _x, ROWS, "silu(a) * b of the two column halves of x"),
+    Program("swiglu", swiglu, _x, ROWS_EVEN, "silu(a) * b of the two column halves of x"),
     Program("geglu", geglu, _xy, ROWS, "gelu(x) * y"),
     Program("where_mask", where_mask, _mask_inputs, ROWS, "where(mask, x, 2y) with a bool mask"),
     Program("outer_product", outer_product, _vectors, ROWS, "tanh(u v^T) of vectors of length rows and columns"),
