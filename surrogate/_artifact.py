@@ -84,19 +84,18 @@ def training_identity(frame: pl.DataFrame, data_path: str | os.PathLike[str] | N
 
 def versions() -> dict[str, str]:
     """Versions of the software that wrote a model."""
-    import lightgbm
-    import sklearn
+    import importlib.metadata
 
     from kernelcast import __version__ as kernelcast_version
 
-    return {
-        "kernelcast": str(kernelcast_version),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "polars": pl.__version__,
-        "lightgbm": lightgbm.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
+    out = {"kernelcast": str(kernelcast_version), "python": platform.python_version(), "numpy": np.__version__,
+           "polars": pl.__version__}
+    for name in ("lightgbm", "scikit-learn"):  # absent packages are left out (e.g. no lightgbm on a GPU image)
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def write_metadata(path: Path, metadata: Mapping[str, Any]) -> None:

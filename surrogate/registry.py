@@ -21,6 +21,8 @@ MODEL_REGISTRY: dict[str, str] = {
     "gbm": "kernelcast.surrogate.gbm:GBMSurrogate",
     "forest": "kernelcast.surrogate.forest:ForestSurrogate",
     "roofline": "kernelcast.surrogate.roofline:RooflineSurrogate",
+    "llm": "kernelcast.surrogate.llm.forecaster:LLMSurrogate",
+    "llm-prompted": "kernelcast.surrogate.llm.prompted:PromptedForecaster",
 }
 """Model name -> ``module:Class`` of every registered surrogate."""
 

@@ -25,7 +25,8 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (a kernelcast store).")],
     json_out: Annotated[Path, typer.Option("--json", help="Where to write the metrics (JSON).")],
     split: Annotated[
-        str | None, typer.Option("--split", help="random, shapes, families or device (default: the model's).")
+        str | None,
+        typer.Option("--split", help="random, shapes, families, variants or device (default: the model's)."),
     ] = None,
     holdout: Annotated[
         list[str] | None, typer.Option("--holdout", help="key=VALUE test group, e.g. device=3090 (repeatable).")

@@ -15,13 +15,16 @@ from kernelcast.cli._errors import user_errors
 def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (a kernelcast store).")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
-    model: Annotated[str, typer.Option("--model", help="Surrogate: gbm, forest or roofline (registry names).")] = "gbm",
+    model: Annotated[
+        str, typer.Option("--model", help="Surrogate: gbm, forest, roofline, llm or llm-prompted (registry names).")
+    ] = "gbm",
     holdout: Annotated[
         list[str] | None,
         typer.Option("--holdout", help="key=VALUE test group kept out of training, e.g. device=3090 (repeatable)."),
     ] = None,
     split: Annotated[
-        str | None, typer.Option("--split", help="random, shapes, families or device (default: from --holdout).")
+        str | None,
+        typer.Option("--split", help="random, shapes, families, variants or device (default: from --holdout)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the model.")] = 0,
     calibration: Annotated[

@@ -10,6 +10,9 @@ Kinds (``kernelcast evaluate --split KIND``):
     on every dtype and device, is in the test set only.
 ``families``
     Held-out kernels: a group is one ``family`` (all its variants, shapes and devices).
+``variants``
+    Held-out source variants: a group is one ``(family, variant)``, so the other variants of the same
+    family, on the same shapes, stay in training (``--holdout variant=online``).
 ``device``
     Held-out GPU: a group is one ``device``.
 
@@ -41,7 +44,7 @@ from kernelcast.exceptions import InvalidParameterError, invalid_choice
 from kernelcast.surrogate._artifact import training_identity
 from kernelcast.surrogate.tasks import task_ids
 
-SPLIT_KINDS: tuple[str, ...] = ("random", "shapes", "families", "device")
+SPLIT_KINDS: tuple[str, ...] = ("random", "shapes", "families", "variants", "device")
 """Allowed split kinds."""
 
 CALIBRATION_MODES: tuple[str, ...] = ("auto", "cross", "group", "random")
@@ -61,6 +64,7 @@ HOLDOUT_KEYS: dict[str, str] = {
 GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "shapes": ("family", "problem_json"),
     "families": ("family",),
+    "variants": ("family", "variant"),
     "device": ("device",),
 }
 """Columns whose values form one group, per group split kind."""
@@ -105,14 +109,16 @@ def parse_holdout(spec: str) -> Holdout:
 def default_kind(holdouts: Sequence[Holdout]) -> str:
     """The split kind the holdouts imply (``random`` without holdouts).
 
-    ``device`` for ``device=``, ``families`` for ``family=``/``kernel=``/``variant=``, ``shapes`` for
-    ``shape=``/``problem=``.
+    ``device`` for ``device=``, ``families`` for ``family=``/``kernel=``, ``variants`` for ``variant=``,
+    ``shapes`` for ``shape=``/``problem=``.
     """
     for h in holdouts:
         if h.key == "device":
             return "device"
-        if h.key in ("family", "kernel", "variant"):
+        if h.key in ("family", "kernel"):
             return "families"
+        if h.key == "variant":
+            return "variants"
         if h.key in ("shape", "problem"):
             return "shapes"
     return "random"

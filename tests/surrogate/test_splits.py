@@ -104,3 +104,16 @@ def test_split_is_reproducible(frame):
     b = make_split(frame, "device", seed=4)
     assert a.describe() == b.describe()
     assert np.array_equal(a.train_groups, b.train_groups)
+
+
+def test_variants_split_holds_out_one_source_variant_and_keeps_its_siblings(frame):
+    other = frame.head(200).with_columns(pl.lit("persistent").alias("variant"), pl.lit("synthetic0000001")
+                                         .alias("source_hash"))
+    both = pl.concat([frame, other])
+    assert default_kind([parse_holdout("variant=persistent")]) == "variants"
+    assert default_kind([parse_holdout("family=matmul")]) == "families"
+    split = make_split(both, "variants", ["variant=persistent"], seed=0, calibration="random")
+    assert set(split.test["variant"]) == {"persistent"}
+    assert set(split.train["variant"]) == {"blocked"}  # the sibling variant of the same family trains
+    assert not (_keys(split.train) & _keys(split.test))
+    assert split.test_groups == ("matmul | persistent",)

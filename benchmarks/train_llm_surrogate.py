@@ -1,0 +1,236 @@
+"""Train, calibrate and evaluate the language-model surrogate on one split; measure its GPU throughput.
+
+The device calls, in order, each within 30 s of the last so the machine stays warm (its /tmp survives):
+first, here, once: ``.venv/bin/python benchmarks/llm_transfer.py pack`` (writes ``.llm/part0`` .. ``part3``,
+about 30 MiB each, ignored by git); then
+
+1. carry ``.llm/part0``: ``python3 benchmarks/llm_transfer.py receive .llm/part0``
+2. carry ``.llm/part1``: ``python3 benchmarks/llm_transfer.py receive .llm/part1``
+3. carry ``.llm/part2``: ``python3 benchmarks/llm_transfer.py receive .llm/part2``
+4. carry ``.llm/part3``, timeout 600 (about 8 minutes)::
+
+       python3 benchmarks/llm_transfer.py receive .llm/part3 && python3 benchmarks/llm_transfer.py unpack &&
+       export PYTHONPATH=/tmp/kernelcast-llm/site KERNELCAST_CACHE=/tmp/kernelcast-llm/cache PYTHONUNBUFFERED=1
+       KERNELCAST_SMOLLM2_GGUF=/tmp/kernelcast-llm/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf &&
+       source benchmarks/device_env.sh && set -o pipefail &&
+       python3 benchmarks/train_llm_surrogate.py --split shapes --minutes 5 --out $OUT 2>&1 | tee $OUT/train_shapes.log
+
+5. no carry, timeout 600: the same exports and ``source``, then ``--split variants`` (``train_variants.log``).
+
+Here, the GBM on the very same split (same holdouts, seed and calibration groups), for the side-by-side::
+
+    .venv/bin/python benchmarks/train_llm_surrogate.py --model gbm --split shapes --out /tmp/gbm_shapes
+
+Splits (``--split``), both with ``calibration="group"``: whole held-out groups calibrate, because an LLM
+cannot be cross-calibrated by refitting a clone per fold in the time budget, and the GBM gets the same:
+
+- ``shapes``: the held-out shapes of ``benchmarks/bench_surrogate_evaluations.py`` (one irregular shape per
+  family: ``M=1000,N=3000``, ``S=1000``, ``M=127``);
+- ``variants``: held-out source variants :data:`HELD_OUT_VARIANTS` (softmax/online, layernorm/welford,
+  matmul/persistent, attention/fa2); the other variants of those families, on every shape, stay in
+  training, and the source texts of the held-out ones are given to the model (a candidate's source is
+  known before it is measured).
+
+Writes under ``--out`` (at most 4 files, as the device tool brings back at most 8):
+
+- ``<model>_<split>.tar``: the model directory (``model.json``, safetensors, sources, training log);
+- ``llm_surrogate_<split>.json`` (``llm_surrogate_baseline_gbm_<split>.json`` for the GBM): every metric of
+  :func:`~kernelcast.surrogate.evaluation.evaluate_surrogate` on the test side, plus split, calibration,
+  training log, timing, device and versions;
+- ``llm_surrogate_throughput_<split>.json`` (``--model llm`` on a GPU): batched bf16 forecasts per second,
+  end to end (``forecast``: prompts, task levels, the model) and model only, at several batch sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import statistics
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "datasets" / "kernelcast"
+
+ODD_SHAPES = ['problem="N":3000', 'problem="S":1000', 'problem="M":127']
+"""Held-out shapes (as in benchmarks/bench_surrogate_evaluations.py)."""
+
+HELD_OUT_VARIANTS = ["variant=online", "variant=welford", "variant=persistent", "variant=fa2"]
+"""Held-out source variants: each matches exactly one (family, variant) of datasets/kernelcast."""
+
+SPLITS = {"shapes": ("shapes", ODD_SHAPES), "variants": ("variants", HELD_OUT_VARIANTS)}
+
+
+def _device_info() -> dict:
+    import torch
+
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    else:
+        info["gpu"] = None
+    for name in ("transformers", "peft", "polars", "numpy"):
+        try:
+            import importlib.metadata
+
+            info[name] = importlib.metadata.version(name)
+        except Exception:  # noqa: BLE001 - a missing package is recorded as absent
+            info[name] = None
+    return info
+
+
+def throughput(model, candidates, batch_sizes: list[int], repeats: int) -> dict:
+    """Forecasts per second of ``model`` on ``candidates``: end to end and model only, per batch size."""
+    import torch
+
+    texts, keys, suffixes = model.prompts(candidates)
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    out = {"n_candidates": candidates.height, "n_prefixes": len(texts), "dtype": model.regressor_.default_dtype(),
+           "by_batch_size": {}}
+    for batch in batch_sizes:
+        model.set_params(inference_batch_size=batch)
+        model.forecast(candidates.head(2 * batch))  # warm-up (kernels, allocator)
+        sync()
+        end_to_end, model_only = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.forecast(candidates)
+            sync()
+            end_to_end.append(time.perf_counter() - start)
+            model.regressor_._suffix_ids.clear()  # tokenising the suffixes counts in the model-only time too
+            model.regressor_._prefix_ids.clear()
+            start = time.perf_counter()
+            model.regressor_.predict(texts, keys, suffixes, batch_size=batch)
+            sync()
+            model_only.append(time.perf_counter() - start)
+        e2e, only = statistics.median(end_to_end), statistics.median(model_only)
+        out["by_batch_size"][str(batch)] = {
+            "forecast_seconds": round(e2e, 4), "forecast_per_second": round(candidates.height / e2e),
+            "model_seconds": round(only, 4), "model_per_second": round(candidates.height / only),
+        }
+        print(f"throughput batch {batch}: {out['by_batch_size'][str(batch)]}", flush=True)
+    best = max(out["by_batch_size"].values(), key=lambda r: r["forecast_per_second"])
+    out["forecast_per_second"] = best["forecast_per_second"]
+    out["model_per_second"] = best["model_per_second"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("llm", "gbm"), default="llm")
+    parser.add_argument("--split", choices=tuple(SPLITS), default="shapes")
+    parser.add_argument("--minutes", type=float, default=5.0, help="LLM training budget (minutes, <= 6)")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--param", action="append", default=[], help="extra hyperparameter key=value (JSON value)")
+    parser.add_argument("--batch-sizes", default="256,512,1024", help="throughput batch sizes (GPU only)")
+    parser.add_argument("--throughput-candidates", type=int, default=10_000, help="test candidates timed")
+    parser.add_argument("--throughput-repeats", type=int, default=2)
+    parser.add_argument("--smoke-rows", type=int, default=None,
+                        help="CPU smoke run: keep this many records of each side of the split")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+
+    import tempfile
+
+    from kernelcast.datasets import load, open_store
+    from kernelcast.surrogate._artifact import json_safe
+    from kernelcast.surrogate.evaluation import evaluate_surrogate, make_split
+    from kernelcast.surrogate.evaluation.protocol import parse_params
+    from kernelcast.surrogate.registry import make_surrogate
+
+    started = time.perf_counter()
+    frame = load(args.data)
+    sources = open_store(args.data).sources()
+    kind, holdouts = SPLITS[args.split]
+    split = make_split(frame, kind, holdouts, seed=args.seed, calibration="group")
+    if args.smoke_rows:
+        import dataclasses
+
+        split = dataclasses.replace(split, **{side: getattr(split, side).sample(
+            min(args.smoke_rows, getattr(split, side).height), seed=args.seed) for side in ("train", "calibration", "test")})
+    described = split.describe()
+    print(f"split {args.split}: {described['n_train']} train, {described['n_calibration']} calibration, "
+          f"{described['n_test']} test records; calibration groups {described['calibration_groups']}", flush=True)
+    params = {"random_state": args.seed, **parse_params(args.param)}
+    if args.model == "llm":
+        params.update(max_minutes=args.minutes)
+        if args.max_steps is not None:
+            params["max_steps"] = args.max_steps
+    model = make_surrogate(args.model, **params)
+    t0 = time.perf_counter()
+    model.fit(split.train, sources=sources, data_path=args.data)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.calibrate(split.calibration)
+    calibrate_s = time.perf_counter() - t0
+    state = model.calibration_
+    print(f"fit {fit_s:.0f} s, calibrate {calibrate_s:.0f} s: interval offset {state.interval_offset:.3g}, "
+          f"skip thresholds {state.skip_threshold} / {state.skip_threshold_relative}", flush=True)
+
+    name = "llm_surrogate" if args.model == "llm" else f"llm_surrogate_baseline_{args.model}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_dir = Path(tempfile.mkdtemp(prefix="kernelcast-model-")) / f"{args.model}_{args.split}"
+    model.save(model_dir, extra={"split": described, "data": str(args.data)})
+    with tarfile.open(args.out / f"{args.model}_{args.split}.tar", "w") as tar:
+        tar.add(model_dir, arcname=model_dir.name)
+
+    t0 = time.perf_counter()
+    evaluation = evaluate_surrogate(model, split.test, seed=args.seed)
+    evaluate_s = time.perf_counter() - t0
+    calibration = state.to_dict()
+    for key in ("residuals", "pair_residuals", "pair_calibrator"):
+        calibration.pop(key, None)
+    result = {
+        **evaluation.metrics,
+        "model": args.model,
+        "split": described,
+        "split_name": args.split,
+        "calibration": calibration,
+        "params": model.get_params(deep=False),
+        "training_data": model.training_data_,
+        "training": {k: v for k, v in (getattr(model, "training_log_", None) or {}).items() if k != "history"},
+        "seconds": {"fit": round(fit_s, 1), "calibrate": round(calibrate_s, 1), "evaluate": round(evaluate_s, 1),
+                    "total": round(time.perf_counter() - started, 1)},
+        "per_task": evaluation.per_task,
+        "environment": _device_info(),
+        "command": " ".join(sys.argv),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    (args.out / f"{name}_{args.split}.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
+    headline = ("pairwise_accuracy", "ece", "kendall_tau", "bin8_accuracy", "interval_coverage", "skip_error",
+                "skip_rate", "defer_rate")
+    print({k: round(evaluation.metrics[k], 4) for k in headline}, flush=True)
+
+    import torch
+
+    if args.model == "llm" and torch.cuda.is_available():
+        test_candidates = split.test.select(
+            ["family", "variant", "source_hash", "config_json", "problem_json", "dtype", "device"])
+        if test_candidates.height > args.throughput_candidates:
+            test_candidates = test_candidates.sample(args.throughput_candidates, seed=args.seed)
+        bench = throughput(model, test_candidates, [int(b) for b in args.batch_sizes.split(",")],
+                           args.throughput_repeats)
+        bench.update({
+            "benchmark": "LLM surrogate forecasts per second on the GPU (batched, shared-prefix KV cache)",
+            "split": args.split,
+            "candidates": "a seeded sample of the split's test records (their candidate columns)",
+            "target_per_second": 1000,
+            "environment": _device_info(),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        (args.out / f"llm_surrogate_throughput_{args.split}.json").write_text(json.dumps(bench, indent=1) + "\n")
+    print(f"done in {time.perf_counter() - started:.0f} s; files in {args.out}: "
+          f"{sorted(p.name for p in args.out.iterdir() if p.is_file())}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""LLMSurrogate: a language model that reads the kernel's source and forecasts its runtime, with confidence.
+
+SmolLM2-135M-Instruct (:mod:`kernelcast.surrogate.llm.base`) reads a prompt made of the candidate's
+source text, problem, dtype, device and configuration (:mod:`kernelcast.surrogate.llm.prompts`); LoRA
+adapters and a small head (:mod:`kernelcast.surrogate.llm.regressor`) turn it into a Gaussian forecast of
+the log runtime and a failure probability. Everything after that is the tabular surrogates' machinery,
+reused, not copied (:class:`~kernelcast.surrogate._calibrated.CalibratedSurrogate`): the task level
+(with ``centering``, the model learns the log time minus the level of the task), CQR intervals,
+conformal predictive distributions, the eight speedup bins, calibrated pairwise probabilities and the
+conformal-risk-controlled MEASURE/SKIP/DEFER rule.
+
+The source library
+------------------
+A candidate's source text is part of the candidate (known before it is measured), so the model keeps
+every text given to :meth:`LLMSurrogate.fit` through ``sources`` (``Store.sources()``), including texts of
+variants with no training record, and :meth:`LLMSurrogate.add_sources` adds more later; a candidate frame
+may also carry a ``source_text`` column. A candidate whose text is unknown is forecast from the rest of
+its prompt (a warning says so).
+
+Training runs on the GPU when there is one (``device="auto"``), for ``max_minutes`` or ``max_steps``;
+the adapters and the head are saved as safetensors plus JSON and load on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy.special import ndtri
+
+from kernelcast.exceptions import InvalidParameterError, invalid_choice
+from kernelcast.surrogate._calibrated import RawForecast
+from kernelcast.surrogate.llm import prompts
+from kernelcast.surrogate.llm._frame import FrameSurrogate, source_mapping
+from kernelcast.surrogate.tasks import relative_noise, task_ids
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+"""Allowed values of ``LLMSurrogate.inference_dtype`` (``auto``: bfloat16 on a GPU, float32 on the CPU)."""
+
+SOURCES_FILE = "sources.json"
+TRAINING_LOG_FILE = "training_log.json"
+
+
+class LLMSurrogate(FrameSurrogate):
+    """Selective language-model surrogate of kernel runtimes (scikit-learn estimator contract).
+
+    Parameters
+    ----------
+    coverage, skip_error_rate, pair_calibration, min_calibration_pairs, incumbent_top_fraction
+        As for :class:`~kernelcast.surrogate.gbm.GBMSurrogate` (calibration and the decision rule).
+    centering : bool, default=True
+        Learn the log time minus the task's level (:class:`~kernelcast.surrogate.level.TaskLevelModel`).
+    max_minutes : float, default=5.0
+        Training time budget (minutes of wall time).
+    max_steps : int or None, default=None
+        Stop after this many optimiser steps (None: only the time budget stops training).
+    batch_size : int, default=64
+        Candidates per step (all of one task).
+    lora_rank, lora_alpha : int, default=8, 16
+        LoRA rank and scaling numerator.
+    lora_dropout : float, default=0.05
+    head_width : int, default=256
+        Hidden width of the forecast head.
+    learning_rate, head_learning_rate : float, default=3e-4, 1e-3
+        AdamW learning rates of the adapters and of the head (warm-up, then cosine decay to 10%).
+    rank_weight : float, default=1.0
+        Weight of the pairwise ranking loss.
+    rank_temperature : float, default=0.1
+        Temperature of the ranking loss (log-runtime units).
+    fail_weight : float, default=0.2
+        Weight of the failure loss.
+    max_prefix_tokens : int, default=1024
+        Prompt prefixes (header and source) are cut to this many tokens.
+    device : str, default="auto"
+        Where the model runs: ``"auto"`` (a CUDA GPU when present), ``"cpu"``, ``"cuda[:N]"``.
+    inference_batch_size : int, default=256
+        Candidates per forward pass when forecasting.
+    inference_dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Dtype of the forecasting model (the adapters are merged into a copy of the weights).
+    random_state : int or None, default=0
+        Seed.
+
+    Attributes
+    ----------
+    regressor_ : PromptRegressor
+        The adapted language model and head.
+    sources_ : dict of str to str
+        The source library (see the module docstring).
+    training_log_ : dict
+        Steps, seconds, candidates seen and the loss history of the last ``fit``.
+    featurizer_, level_model_, calibration_, training_data_
+        As for the tabular surrogates.
+    """
+
+    model_name = "llm"
+    fitted_attribute = "regressor_"
+
+    def __init__(
+        self,
+        *,
+        coverage: float = 0.9,
+        skip_error_rate: float = 0.05,
+        pair_calibration: str = "isotonic",
+        min_calibration_pairs: int = 100,
+        incumbent_top_fraction: float = 0.25,
+        centering: bool = True,
+        max_minutes: float = 5.0,
+        max_steps: int | None = None,
+        batch_size: int = 64,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        head_width: int = 256,
+        learning_rate: float = 3e-4,
+        head_learning_rate: float = 1e-3,
+        rank_weight: float = 1.0,
+        rank_temperature: float = 0.1,
+        fail_weight: float = 0.2,
+        max_prefix_tokens: int = 1024,
+        device: str = "auto",
+        inference_batch_size: int = 256,
+        inference_dtype: str = "auto",
+        random_state: int | None = 0,
+    ) -> None:
+        self.coverage = coverage
+        self.skip_error_rate = skip_error_rate
+        self.pair_calibration = pair_calibration
+        self.min_calibration_pairs = min_calibration_pairs
+        self.incumbent_top_fraction = incumbent_top_fraction
+        self.centering = centering
+        self.max_minutes = max_minutes
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.head_width = head_width
+        self.learning_rate = learning_rate
+        self.head_learning_rate = head_learning_rate
+        self.rank_weight = rank_weight
+        self.rank_temperature = rank_temperature
+        self.fail_weight = fail_weight
+        self.max_prefix_tokens = max_prefix_tokens
+        self.device = device
+        self.inference_batch_size = inference_batch_size
+        self.inference_dtype = inference_dtype
+        self.random_state = random_state
+
+    # -- validation -----------------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        owner = type(self).__name__
+        for name in ("batch_size", "lora_rank", "lora_alpha", "head_width", "max_prefix_tokens",
+                     "inference_batch_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {owner} must be a positive int. Got {value!r} instead."
+                )
+        if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise InvalidParameterError(
+                f"The 'max_steps' parameter of {owner} must be a positive int or None. Got {self.max_steps!r} instead."
+            )
+        for name in ("max_minutes", "learning_rate", "head_learning_rate", "rank_temperature"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {owner} must be a positive float. Got {value!r} instead."
+                )
+        for name in ("rank_weight", "fail_weight", "lora_dropout"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {owner} must be a non-negative float. Got {value!r} instead."
+                )
+        if self.inference_dtype not in INFERENCE_DTYPES:
+            raise invalid_choice("inference_dtype", owner, self.inference_dtype, INFERENCE_DTYPES)
+
+    # -- sources and prompts --------------------------------------------------------------------------
+    def prompts(self, frame: pl.DataFrame) -> tuple[dict[str, str], list[str], list[str]]:
+        """The prompts of a candidate frame: prefix text by key, each row's prefix key and suffix text."""
+        library = dict(getattr(self, "sources_", {}))
+        if "source_text" in frame.columns:
+            library.update(source_mapping(frame.select("source_hash", "source_text")))
+        groups = frame.select("family", "variant", "source_hash", "problem_json", "dtype", "device").unique()
+        texts: dict[str, str] = {}
+        missing: set[str] = set()
+        for family, variant, source_hash, problem, dtype, device in groups.iter_rows():
+            key = prompts.prefix_key(source_hash, problem, dtype, device)
+            source = library.get(str(source_hash))
+            if source is None:
+                missing.add(f"{family}/{variant} ({source_hash})")
+            texts[key] = prompts.prefix_text(family, variant, source, problem, dtype, device)
+        if missing:
+            logger.warning("No source text for %s: forecast from the rest of the prompt.", ", ".join(sorted(missing)))
+        keys = frame.select(
+            pl.concat_str([pl.col(c).cast(pl.String).fill_null("None") for c in
+                           ("source_hash", "problem_json", "dtype", "device")], separator="\x1f")
+        ).to_series().to_list()
+        suffixes = [prompts.suffix_text(c) for c in frame["config_json"].to_list()]
+        return texts, keys, suffixes
+
+    # -- fitting --------------------------------------------------------------------------------------
+    def _fit_frame(self, records: pl.DataFrame, log_time: np.ndarray, failed: np.ndarray) -> None:
+        from kernelcast.surrogate.llm.base import load_base_model
+        from kernelcast.surrogate.llm.regressor import PromptRegressor, TrainingRows
+
+        texts, keys, suffixes = self.prompts(records)
+        rows = TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes, log_time=log_time, failed=failed,
+                            task=task_ids(records),
+                            noise=relative_noise(records))
+        base = load_base_model("cpu")
+        self.regressor_ = PromptRegressor(
+            base, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+            head_width=self.head_width, max_prefix_tokens=self.max_prefix_tokens, device=self.device,
+            seed=self.random_state if isinstance(self.random_state, int) else 0,
+        )
+        self.training_log_ = self.regressor_.fit(
+            rows, max_seconds=60.0 * self.max_minutes, max_steps=self.max_steps, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, head_learning_rate=self.head_learning_rate,
+            rank_weight=self.rank_weight, rank_temperature=self.rank_temperature, fail_weight=self.fail_weight,
+        )
+        logger.info("Trained %d steps in %.0f s (%d candidates seen)", self.training_log_["steps"],
+                    self.training_log_["seconds"], self.training_log_["candidates_seen"])
+
+    # -- forecasting ----------------------------------------------------------------------------------
+    def _predict_raw(self, frame: pl.DataFrame) -> RawForecast:
+        """Uncalibrated forecasts of a candidate frame: the language model plus the task level."""
+        texts, keys, suffixes = self.prompts(frame)
+        dtype = None if self.inference_dtype == "auto" else self.inference_dtype
+        pred = self.regressor_.predict(texts, keys, suffixes, batch_size=self.inference_batch_size, dtype=dtype)
+        half_width = float(ndtri(0.5 + self.coverage / 2.0)) * pred.scale
+        mean = pred.mean
+        if getattr(self, "level_model_", None) is not None:
+            X, _ = self._feature_matrices(frame)
+            mean = mean + self.task_level(frame, X)
+        return RawForecast(mean=mean, lower=mean - half_width, upper=mean + half_width, p_fail=pred.p_fail)
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def _save_models(self, path: Path) -> dict[str, Any]:
+        import importlib.metadata
+
+        state = self.regressor_.save(path)
+        (path / SOURCES_FILE).write_text(json.dumps(self.sources_, indent=0, sort_keys=True))
+        log = dict(getattr(self, "training_log_", None) or {})
+        (path / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=0))
+        state["sources_file"] = SOURCES_FILE
+        state["training"] = {k: log.get(k) for k in ("steps", "seconds", "candidates_seen")}
+        llm_versions = {}
+        for name in ("torch", "transformers", "peft", "safetensors"):
+            try:
+                llm_versions[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        state["llm_versions"] = llm_versions
+        return state
+
+    def _load_models(self, path: Path, state: Mapping[str, Any]) -> None:
+        from kernelcast.surrogate.llm.base import load_base_model
+        from kernelcast.surrogate.llm.regressor import PromptRegressor
+
+        base = load_base_model("cpu")
+        expected = state["base_model"]["gguf_sha256"]
+        if base.info.gguf_sha256 != expected:
+            raise InvalidParameterError(
+                f"The model in {str(path)!r} was trained on the base model with GGUF SHA-256 {expected[:12]}, but "
+                f"the installed one has {base.info.gguf_sha256[:12]} ({base.info.name})."
+            )
+        lora = state["lora"]
+        self.regressor_ = PromptRegressor(
+            base, lora_rank=int(lora["r"]), lora_alpha=int(lora["lora_alpha"]),
+            lora_dropout=float(lora["lora_dropout"]), head_width=int(state["head_width"]),
+            max_prefix_tokens=int(state["max_prefix_tokens"]), device=self.device,
+            seed=self.random_state if isinstance(self.random_state, int) else 0,
+        )
+        self.regressor_.load_weights(path, state)
+        self.sources_ = json.loads((path / state.get("sources_file", SOURCES_FILE)).read_text())
+        log_file = path / TRAINING_LOG_FILE
+        self.training_log_ = json.loads(log_file.read_text()) if log_file.is_file() else {}

@@ -1,0 +1,483 @@
+"""PromptRegressor: a LoRA-adapted language model with a small head that forecasts a kernel's log runtime.
+
+The model reads a candidate's prompt (:mod:`kernelcast.surrogate.llm.prompts`): a prefix shared by every
+candidate of one (source, problem, dtype, device) and a short configuration suffix. The hidden state of
+the suffix's last token goes through a two-layer head that outputs three numbers per candidate: the mean
+and the log variance of its (standardised) log runtime, and the logit of its failing.
+
+Shared-prefix batching
+----------------------
+The prefix (the source text: hundreds of tokens) is encoded once per group of candidates and its key-value
+cache is reused, broadcast over the batch, by every suffix (tens of tokens); training does the same per
+step, with gradients through the prefix. So the cost per candidate is that of its suffix, not of its
+whole prompt.
+
+Training objective (per step, the candidates of one task, all its source variants)
+------------------------------------------------------------------------------------
+- Gaussian negative log likelihood of the standardised log runtime of ``ok`` candidates;
+- a pairwise logistic (RankNet) loss on the forecast means of every ``ok`` pair of the step whose measured
+  runtimes do not tie within noise, at temperature ``rank_temperature`` (log units);
+- binary cross-entropy of failing, on every candidate.
+
+Plain NumPy in and out; torch, transformers and peft are imported here only. No polars.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kernelcast.exceptions import InvalidParameterError
+from kernelcast.surrogate.llm.base import BaseModel, resolve_device
+
+logger = logging.getLogger(__name__)
+
+LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Linear layers of the decoder that get LoRA adapters."""
+
+HEAD_OUTPUTS = 3
+"""Head outputs: standardised mean, log variance, failure logit."""
+
+MIN_LOG_VAR = -9.0
+MAX_LOG_VAR = 4.0
+"""Clamp of the head's log variance (standardised units)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRows:
+    """What :meth:`PromptRegressor.fit` learns from: one entry per record.
+
+    Attributes
+    ----------
+    prefixes : dict of str to str
+        Prefix text by prefix key.
+    prefix_keys : list of str, length n
+        Each record's prefix key.
+    suffixes : list of str, length n
+        Each record's suffix text.
+    log_time : ndarray of shape (n,)
+        Target log runtime (ln ms, centred by the caller if it likes); NaN for failed records.
+    failed : ndarray of bool, shape (n,)
+        Whether the record failed (any status but ``ok``).
+    task : ndarray of int, shape (n,)
+        Task code: the candidates of one step come from one task.
+    noise : ndarray of shape (n,)
+        Relative noise of each runtime (ties within ``2 * sqrt(noise_a**2 + noise_b**2)`` carry no rank loss).
+    """
+
+    prefixes: Mapping[str, str]
+    prefix_keys: Sequence[str]
+    suffixes: Sequence[str]
+    log_time: np.ndarray
+    failed: np.ndarray
+    task: np.ndarray
+    noise: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.suffixes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """Forecasts of :meth:`PromptRegressor.predict`, each of shape (n,).
+
+    Attributes
+    ----------
+    mean : ndarray
+        Mean of the log runtime (the caller's units, ln ms).
+    scale : ndarray
+        Standard deviation of the log runtime.
+    p_fail : ndarray
+        Probability of failing.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    p_fail: np.ndarray
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _kv_pairs(cache: Any) -> list[tuple[Any, Any]]:
+    """(keys, values) of every layer of a transformers cache, shapes (1, kv_heads, length, head_dim)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # older transformers
+
+
+def _broadcast_cache(pairs: Sequence[tuple[Any, Any]], batch: int) -> Any:
+    """A fresh cache holding the prefix ``pairs`` broadcast to ``batch`` rows (no copy until appended to)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(pairs):
+        cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+    return cache
+
+
+class ForecastHead:
+    """Factory of the head module (a ``torch.nn.Sequential``: Linear, GELU, Linear to 3 outputs)."""
+
+    @staticmethod
+    def build(hidden_size: int, width: int) -> Any:
+        """The head for a decoder of width ``hidden_size``."""
+        nn = _torch().nn
+        return nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, HEAD_OUTPUTS))
+
+
+class PromptRegressor:
+    """LoRA-adapted decoder plus head (see the module docstring).
+
+    Parameters
+    ----------
+    base : BaseModel
+        The loaded base model (:func:`~kernelcast.surrogate.llm.base.load_base_model`, float32); the adapters
+        are injected into it in place.
+    lora_rank, lora_alpha : int
+        LoRA rank and scaling numerator.
+    lora_dropout : float
+        Dropout on the LoRA path during training.
+    head_width : int
+        Hidden width of the head.
+    max_prefix_tokens : int
+        Prefixes are cut to this many tokens (the header line comes first, so only source is lost).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+    seed : int
+        Seed of the adapter and head initialisation and of the training batches.
+    """
+
+    def __init__(
+        self,
+        base: BaseModel,
+        *,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        head_width: int = 256,
+        max_prefix_tokens: int = 1024,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        torch = _torch()
+        from peft import LoraConfig, get_peft_model
+
+        self.base_info = base.info
+        self.tokenizer = base.tokenizer
+        self.max_prefix_tokens = int(max_prefix_tokens)
+        self.device = resolve_device(device)
+        self.seed = int(seed)
+        torch.manual_seed(self.seed)
+        self.lora_config = LoraConfig(
+            r=int(lora_rank), lora_alpha=int(lora_alpha), lora_dropout=float(lora_dropout),
+            target_modules=list(LORA_TARGETS), bias="none",
+        )
+        self.model = get_peft_model(base.model, self.lora_config)
+        self.model.to(self.device)
+        self.head = ForecastHead.build(base.info.hidden_size, int(head_width)).to(self.device)
+        self.head_width = int(head_width)
+        self.target_mean = 0.0
+        self.target_scale = 1.0
+        self._inference: tuple[Any, Any, str] | None = None
+        self._suffix_ids: dict[str, list[int]] = {}
+        self._prefix_ids: dict[str, list[int]] = {}
+
+    # -- tokens ---------------------------------------------------------------------------------------
+    def prefix_ids(self, text: str) -> list[int]:
+        """Token ids of a prefix, cut to ``max_prefix_tokens`` (memoised)."""
+        ids = self._prefix_ids.get(text)
+        if ids is None:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.max_prefix_tokens])
+            self._prefix_ids[text] = ids
+        return ids
+
+    def suffix_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of suffixes (memoised; new ones tokenised in one batch)."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._suffix_ids]
+        if new:
+            encoded = self.tokenizer(new, add_special_tokens=False)["input_ids"]
+            self._suffix_ids.update(zip(new, (list(e) for e in encoded), strict=True))
+        return [self._suffix_ids[t] for t in texts]
+
+    # -- forward --------------------------------------------------------------------------------------
+    @staticmethod
+    def _decoder(model: Any) -> Any:
+        """The bare decoder (``LlamaModel``) of a causal LM, with or without peft around it."""
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return inner.model
+
+    def _hidden(self, decoder: Any, prefix: list[int], suffixes: list[list[int]], pad_id: int) -> Any:
+        """Last-token hidden states, shape (len(suffixes), hidden), of ``prefix + suffix[i]``."""
+        torch = _torch()
+        device = self.device
+        prefix_ids = torch.tensor([prefix], dtype=torch.long, device=device)
+        out = decoder(input_ids=prefix_ids, use_cache=True)
+        pairs = _kv_pairs(out.past_key_values)
+        lengths = torch.tensor([len(s) for s in suffixes], device=device)
+        width = max(len(s) for s in suffixes)
+        ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long, device=device)
+        for i, s in enumerate(suffixes):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        # Right padding needs no mask: a causal model's real tokens never attend to pads after them.
+        cache = _broadcast_cache(pairs, len(suffixes))
+        hidden = decoder(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
+        return hidden[torch.arange(len(suffixes), device=device), lengths - 1]
+
+    def _head_outputs(self, hidden: Any) -> tuple[Any, Any, Any]:
+        out = self.head(hidden.float())
+        return out[:, 0], out[:, 1].clamp(MIN_LOG_VAR, MAX_LOG_VAR), out[:, 2]
+
+    # -- training -------------------------------------------------------------------------------------
+    def fit(
+        self,
+        rows: TrainingRows,
+        *,
+        max_seconds: float,
+        max_steps: int | None = None,
+        batch_size: int = 64,
+        learning_rate: float = 3e-4,
+        head_learning_rate: float = 1e-3,
+        rank_weight: float = 1.0,
+        rank_temperature: float = 0.1,
+        fail_weight: float = 0.2,
+        warmup_steps: int = 30,
+    ) -> dict[str, Any]:
+        """Train the adapters and the head for at most ``max_seconds`` (s) or ``max_steps`` steps.
+
+        Returns
+        -------
+        dict
+            Steps, seconds, candidates seen and the loss history (every 10th step).
+        """
+        torch = _torch()
+        if len(rows) == 0:
+            raise InvalidParameterError("PromptRegressor.fit needs at least one record.")
+        ok = ~rows.failed & np.isfinite(rows.log_time)
+        if ok.sum() < 2:
+            raise InvalidParameterError("PromptRegressor.fit needs at least 2 records with a runtime.")
+        self.target_mean = float(np.mean(rows.log_time[ok]))
+        self.target_scale = float(max(np.std(rows.log_time[ok]), 1e-3))
+        z = np.where(ok, (rows.log_time - self.target_mean) / self.target_scale, 0.0)
+        self._inference = None
+
+        rng = np.random.default_rng(self.seed)
+        keys = np.asarray(rows.prefix_keys, dtype=object)
+        tasks, task_of_row = np.unique(rows.task, return_inverse=True)
+        rows_of_task = [np.flatnonzero(task_of_row == t) for t in range(tasks.size)]
+        # Tasks are drawn with probability ~ sqrt(size): large spaces dominate less than in proportion.
+        weights = np.sqrt([r.size for r in rows_of_task])
+        weights /= weights.sum()
+
+        lora_params = [p for n, p in self.model.named_parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW([
+            {"params": lora_params, "lr": learning_rate},
+            {"params": list(self.head.parameters()), "lr": head_learning_rate},
+        ], weight_decay=0.0)
+        base_lrs = [learning_rate, head_learning_rate]
+        decoder = self._decoder(self.model)
+        pad_id = int(self.tokenizer.pad_token_id)
+        use_amp = self.device.startswith("cuda")
+        tau = rank_temperature / self.target_scale
+        z_t = torch.tensor(z, dtype=torch.float32, device=self.device)
+        ok_t = torch.tensor(ok, device=self.device)
+        failed_t = torch.tensor(rows.failed.astype(np.float32), device=self.device)
+        log_t = torch.tensor(np.nan_to_num(rows.log_time), dtype=torch.float32, device=self.device)
+        noise_t = torch.tensor(np.nan_to_num(rows.noise, nan=0.01), dtype=torch.float32, device=self.device)
+
+        self.model.train()
+        self.head.train()
+        started = time.perf_counter()
+        history: list[dict[str, float]] = []
+        step = 0
+        seen = 0
+        while True:
+            elapsed = time.perf_counter() - started
+            if elapsed >= max_seconds or (max_steps is not None and step >= max_steps):
+                break
+            progress = min(1.0, elapsed / max_seconds) if max_steps is None else step / max(max_steps, 1)
+            factor = min(1.0, (step + 1) / warmup_steps) * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+            for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base_lr * factor
+
+            members = rows_of_task[rng.choice(tasks.size, p=weights)]
+            batch = rng.choice(members, size=min(batch_size, members.size), replace=False)
+            batch = batch[np.argsort(keys[batch], kind="stable")]
+            outputs = []
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                for key in dict.fromkeys(keys[batch]):
+                    idx = batch[keys[batch] == key]
+                    suffixes = self.suffix_ids([rows.suffixes[i] for i in idx])
+                    outputs.append(self._hidden(decoder, self.prefix_ids(rows.prefixes[key]), suffixes, pad_id))
+            hidden = torch.cat(outputs)
+            mu, log_var, fail_logit = self._head_outputs(hidden)
+            sel = torch.as_tensor(batch, device=self.device)
+            ok_b, z_b = ok_t[sel], z_t[sel]
+            loss_fail = torch.nn.functional.binary_cross_entropy_with_logits(fail_logit, failed_t[sel])
+            loss = fail_weight * loss_fail
+            nll = torch.zeros((), device=self.device)
+            rank = torch.zeros((), device=self.device)
+            if ok_b.any():
+                nll = 0.5 * (log_var[ok_b] + (z_b[ok_b] - mu[ok_b]) ** 2 * torch.exp(-log_var[ok_b])).mean()
+                loss = loss + nll
+                m, y, nz = mu[ok_b], log_t[sel][ok_b], noise_t[sel][ok_b]
+                gap = y[:, None] - y[None, :]
+                tie = gap.abs() <= 2.0 * torch.sqrt(nz[:, None] ** 2 + nz[None, :] ** 2)
+                mask = torch.triu(torch.ones_like(tie), diagonal=1) & ~tie
+                if mask.any():
+                    pred_gap = (m[:, None] - m[None, :]) / tau
+                    rank = torch.nn.functional.softplus(-torch.sign(gap) * pred_gap)[mask].mean()
+                    loss = loss + rank_weight * rank
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lora_params + list(self.head.parameters()), 1.0)
+            optimizer.step()
+            step += 1
+            seen += int(batch.size)
+            if step % 10 == 1:
+                history.append({"step": step, "seconds": round(time.perf_counter() - started, 2),
+                                "loss": float(loss.detach()), "nll": float(nll.detach()),
+                                "rank": float(rank.detach()), "fail": float(loss_fail.detach())})
+                if step % 200 == 1:
+                    logger.info("step %d, %.0f s: loss %.4f (nll %.4f, rank %.4f, fail %.4f)", step,
+                                history[-1]["seconds"], history[-1]["loss"], history[-1]["nll"],
+                                history[-1]["rank"], history[-1]["fail"])
+        self.model.eval()
+        self.head.eval()
+        seconds = time.perf_counter() - started
+        return {"steps": step, "seconds": seconds, "candidates_seen": seen, "history": history}
+
+    # -- inference ------------------------------------------------------------------------------------
+    def _inference_model(self, dtype: str) -> tuple[Any, Any]:
+        """A merged copy of the adapted model in ``dtype`` (LoRA folded into the weights), built once."""
+        torch = _torch()
+        if self._inference is None or self._inference[2] != dtype:
+            merged = copy.deepcopy(self.model).merge_and_unload()
+            torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+            merged.to(device=self.device, dtype=torch_dtype).eval()
+            head = copy.deepcopy(self.head).to(self.device).eval()
+            self._inference = (merged, head, dtype)
+        return self._inference[0], self._inference[1]
+
+    def default_dtype(self) -> str:
+        """bfloat16 on a GPU, float32 on the CPU."""
+        return "bfloat16" if self.device.startswith("cuda") else "float32"
+
+    def predict(
+        self,
+        prefixes: Mapping[str, str],
+        prefix_keys: Sequence[str],
+        suffixes: Sequence[str],
+        *,
+        batch_size: int = 256,
+        dtype: str | None = None,
+    ) -> Prediction:
+        """Forecast candidates (one prefix key and suffix each), grouped by prefix for the shared cache.
+
+        Parameters
+        ----------
+        prefixes : dict of str to str
+            Prefix text by key.
+        prefix_keys, suffixes : sequence of str, length n
+            Each candidate's prefix key and suffix text.
+        batch_size : int
+            Suffixes per forward pass.
+        dtype : {"float32", "bfloat16", "float16"}, optional
+            Inference dtype (default :meth:`default_dtype`).
+
+        Returns
+        -------
+        Prediction
+            Arrays of shape (n,).
+        """
+        torch = _torch()
+        n = len(suffixes)
+        mean = np.zeros(n)
+        scale = np.ones(n)
+        p_fail = np.zeros(n)
+        if n == 0:
+            return Prediction(mean, scale, p_fail)
+        model, head = self._inference_model(dtype or self.default_dtype())
+        decoder = self._decoder(model)
+        pad_id = int(self.tokenizer.pad_token_id)
+        keys = np.asarray(prefix_keys, dtype=object)
+        suffix_tokens = self.suffix_ids(list(suffixes))
+        lengths = np.array([len(s) for s in suffix_tokens])
+        with torch.inference_mode():
+            for key in dict.fromkeys(keys.tolist()):
+                idx = np.flatnonzero(keys == key)
+                idx = idx[np.argsort(lengths[idx], kind="stable")]  # similar lengths share a batch: less padding
+                prefix = self.prefix_ids(prefixes[key])
+                prefix_ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+                pairs = _kv_pairs(decoder(input_ids=prefix_ids, use_cache=True).past_key_values)
+                for start in range(0, idx.size, batch_size):
+                    chunk = idx[start:start + batch_size]
+                    width = int(lengths[chunk].max())
+                    ids = np.full((chunk.size, width), pad_id, dtype=np.int64)
+                    for row, i in enumerate(chunk):
+                        ids[row, : lengths[i]] = suffix_tokens[i]
+                    ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
+                    last = torch.from_numpy(lengths[chunk] - 1).to(self.device)
+                    hidden = decoder(input_ids=ids_t, past_key_values=_broadcast_cache(pairs, chunk.size),
+                                     use_cache=True).last_hidden_state
+                    out = head(hidden[torch.arange(chunk.size, device=self.device), last].float())
+                    out = out.float().cpu().numpy()
+                    mean[chunk] = out[:, 0]
+                    scale[chunk] = np.exp(0.5 * np.clip(out[:, 1], MIN_LOG_VAR, MAX_LOG_VAR))
+                    p_fail[chunk] = 1.0 / (1.0 + np.exp(-out[:, 2]))
+        return Prediction(self.target_mean + self.target_scale * mean, self.target_scale * scale, p_fail)
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save(self, path: Path) -> dict[str, Any]:
+        """Write ``adapter.safetensors`` (LoRA weights, float16) and ``head.safetensors``; return JSON state."""
+        torch = _torch()
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        adapter = {k: v.detach().to("cpu", torch.float16).contiguous()
+                   for k, v in get_peft_model_state_dict(self.model).items()}
+        save_file(adapter, str(path / "adapter.safetensors"))
+        head = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.head.state_dict().items()}
+        save_file(head, str(path / "head.safetensors"))
+        lora = self.lora_config.to_dict()
+        return {
+            "adapter_file": "adapter.safetensors",
+            "head_file": "head.safetensors",
+            "lora": {"r": lora["r"], "lora_alpha": lora["lora_alpha"], "lora_dropout": lora["lora_dropout"],
+                     "target_modules": sorted(lora["target_modules"])},
+            "head_width": self.head_width,
+            "max_prefix_tokens": self.max_prefix_tokens,
+            "target_mean": self.target_mean,
+            "target_scale": self.target_scale,
+            "base_model": self.base_info.to_dict(),
+        }
+
+    def load_weights(self, path: Path, state: Mapping[str, Any]) -> None:
+        """Read back what :meth:`save` wrote (the adapters and head of this regressor's shape)."""
+        torch = _torch()
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        adapter = load_file(str(path / state["adapter_file"]))
+        adapter = {k: v.to(torch.float32) for k, v in adapter.items()}
+        result = set_peft_model_state_dict(self.model, adapter)
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise InvalidParameterError(f"The adapter in {str(path)!r} has unexpected weights: {unexpected[:5]}")
+        self.head.load_state_dict(load_file(str(path / state["head_file"])))
+        self.target_mean = float(state["target_mean"])
+        self.target_scale = float(state["target_scale"])
+        self.model.eval()
+        self.head.eval()
+        self._inference = None

@@ -1,0 +1,127 @@
+"""LLMSurrogate on the CPU: the estimator contract, a one-step fit of the real model, calibration,
+decisions, bins, and a save/load round trip of safetensors plus JSON (no pickle)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.base import clone
+
+from kernelcast.exceptions import InvalidParameterError, NotFittedError
+from kernelcast.surrogate import Decision
+from kernelcast.surrogate._base import CANDIDATE_COLUMNS
+
+TINY = dict(max_steps=1, batch_size=4, max_prefix_tokens=32, inference_batch_size=8, min_calibration_pairs=5,
+            device="cpu")
+
+
+def _llm():
+    from kernelcast.surrogate.llm.forecaster import LLMSurrogate
+
+    return LLMSurrogate
+
+
+def test_estimator_contract():
+    LLMSurrogate = _llm()
+    model = LLMSurrogate(max_minutes=2.0, lora_rank=4)
+    params = model.get_params()
+    assert params["max_minutes"] == 2.0 and params["lora_rank"] == 4
+    assert clone(model).get_params() == params
+    assert not [k for k in vars(model) if k.endswith("_")]
+    with pytest.raises(TypeError):
+        LLMSurrogate(2.0)
+    with pytest.raises(NotFittedError, match="LLMSurrogate instance is not fitted yet"):
+        model.forecast(pl.DataFrame({c: ["x"] for c in CANDIDATE_COLUMNS}))
+
+
+@pytest.mark.parametrize(("param", "value", "message"), [
+    ("lora_rank", 0, "'lora_rank' parameter of LLMSurrogate must be a positive int. Got 0"),
+    ("max_minutes", -1.0, "'max_minutes' parameter of LLMSurrogate must be a positive float. Got -1.0"),
+    ("inference_dtype", "int8", "'inference_dtype' parameter of LLMSurrogate must be one of"),
+    ("max_steps", 0, "'max_steps' parameter of LLMSurrogate must be a positive int or None"),
+])
+def test_invalid_parameters(param, value, message):
+    model = _llm()(**{param: value})
+    frame = pl.DataFrame({**{c: ["x"] for c in CANDIDATE_COLUMNS}, "status": ["ok"], "time_ms": [1.0]})
+    with pytest.raises(InvalidParameterError, match=message):
+        model.fit(frame)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    """A few records of two softmax variants on one task, plus a third variant only in the source library."""
+    from kernelcast.datasets import DATASETS_DIR, load, open_store
+
+    path = DATASETS_DIR / "kernelcast"
+    frame = load(path).filter((pl.col("family") == "softmax") & (pl.col("problem_json") == '{"M":4096,"N":4096}')
+                              & (pl.col("dtype") == "float16"))
+    rng = np.random.default_rng(0)
+    seen = frame.filter(pl.col("variant").is_in(["online", "two_pass"]))
+    seen = seen[rng.permutation(seen.height)]
+    ok = seen.filter(pl.col("status") == "ok")
+    unseen = frame.filter((pl.col("variant") == "single_block") & (pl.col("status") == "ok")).head(3)
+    return {"train": pl.concat([ok[:14], seen.filter(pl.col("status") != "ok")[:2]]), "calib": ok[14:30],
+            "test": ok[30:36], "unseen": unseen, "sources": open_store(path).sources()}
+
+
+@pytest.fixture(scope="module")
+def fitted(small_data, llm_extra):
+    model = _llm()(**TINY)
+    model.fit(small_data["train"], sources=small_data["sources"])
+    return model
+
+
+def test_fit_trains_one_step_and_forecasts(fitted, small_data):
+    assert fitted.training_log_["steps"] == 1
+    assert fitted.training_log_["candidates_seen"] == 4
+    assert np.isfinite(fitted.training_log_["history"][0]["loss"])
+    fc = fitted.forecast(small_data["test"])
+    assert len(fc) == small_data["test"].height
+    assert np.all(np.isfinite(fc.log_time_mean))
+    assert np.all(fc.log_time_scale > 0)
+    assert np.all((fc.p_fail >= 0) & (fc.p_fail <= 1))
+    assert np.all(np.isinf(fc.log_time_lower))  # uncalibrated: infinite interval
+    assert fitted.decide(small_data["test"], 0.05) == [Decision.DEFER] * small_data["test"].height
+
+
+def test_source_library_covers_variants_without_training_records(fitted, small_data):
+    texts, keys, _ = fitted.prompts(small_data["unseen"])
+    assert len(set(keys)) == 1
+    prefix = texts[keys[0]]
+    assert prefix.startswith("Triton kernel softmax/single_block")
+    assert "(source text not available)" not in prefix
+    assert "tl.program_id" in prefix.replace(" ", "")
+
+
+def test_calibrate_bins_pairs_and_round_trip(fitted, small_data, tmp_path):
+    from kernelcast.surrogate import load_surrogate
+
+    fitted.calibrate(small_data["calib"])
+    test = small_data["test"]
+    fc = fitted.forecast(test)
+    assert np.all(np.isfinite(fc.log_time_lower)) and np.all(fc.log_time_lower <= fc.log_time_upper)
+    bins = fitted.predict_bin_proba(test, 0.05)
+    assert bins.shape == (test.height, 8)
+    np.testing.assert_allclose(bins.sum(axis=1), 1.0)
+    p = fitted.predict_proba_faster(test[:3], test[3:6])
+    assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
+    decisions = fitted.decide(test, 0.05, incumbent=test[:1])
+    assert all(isinstance(d, Decision) for d in decisions)
+
+    path = fitted.save(tmp_path / "llm")
+    names = {p.name for p in path.iterdir()}
+    assert {"model.json", "adapter.safetensors", "head.safetensors", "sources.json"} <= names
+    assert not [n for n in names if n.endswith((".pkl", ".pickle", ".pt", ".bin"))]
+    meta = json.loads((path / "model.json").read_text())
+    assert meta["class"] == "kernelcast.surrogate.llm.forecaster:LLMSurrogate"
+    assert meta["model_state"]["base_model"]["name"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert (path / "adapter.safetensors").stat().st_size < 10 * 2**20  # small enough to commit
+
+    loaded = load_surrogate(path)
+    again = loaded.forecast(test)
+    np.testing.assert_allclose(again.log_time_mean, fc.log_time_mean, atol=2e-3)  # float16 adapter on disk
+    np.testing.assert_allclose(again.log_time_upper, fc.log_time_upper, atol=2e-3)
+    assert loaded.decide(test, 0.05, incumbent=test[:1]) == decisions
