@@ -57,6 +57,8 @@ def main() -> int:
     parser.add_argument("--dtypes", default="", help="comma list: harvest only these dtypes")
     parser.add_argument("--max-shapes", type=int, default=None, help="harvest at most this many shapes a program")
     parser.add_argument("--harvest-only", action="store_true", help="stop after writing the library")
+    parser.add_argument("--harvest-device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: Inductor's Triton CPU backend under TRITON_INTERPRET=1 (a smoke test)")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch folder (Inductor cache, streamed library); default /tmp/kernelcast-harvest-TIME")
     parser.add_argument("--configs-per-kernel", type=int, default=12)
@@ -107,13 +109,13 @@ def _harvest(args: argparse.Namespace, stamp: str, start: float) -> tuple[Path, 
              len(programs), workers, args.harvest_minutes, work)
     # Kernels are streamed next to the final library as they arrive, so a killed run keeps what it harvested.
     partial = args.store / "harvest" / f"inductor-{stamp}.partial.jsonl"
-    stream = KernelStream(partial, harvest_header("cuda", programs=programs))
+    stream = KernelStream(partial, harvest_header(args.harvest_device, programs=programs))
     try:
-        result = harvest(tasks, workers=workers, device="cuda", budget_s=args.harvest_minutes * 60,
+        result = harvest(tasks, workers=workers, device=args.harvest_device, budget_s=args.harvest_minutes * 60,
                          task_timeout_s=args.task_timeout, cache_dir=work / "inductor-cache", on_kernel=stream)
     finally:
         stream.close()
-    header = harvest_header("cuda", result, programs=programs, tasks=len(tasks))
+    header = harvest_header(args.harvest_device, result, programs=programs, tasks=len(tasks))
     path = args.resume_harvest or args.store / "harvest" / f"inductor-{stamp}.jsonl.gz"
     if known:
         header["resumed_from"] = str(args.resume_harvest)
