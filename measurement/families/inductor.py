@@ -147,7 +147,6 @@ class _KernelInfo:
             raise InvalidParameterError(f"The {where} has constexpr parameters other than block sizes: {other}.")
         self.fixed = {name: int(value) for name, value in _BODY_BLOCK.findall(kernel.source)
                       if name not in self.tunable}
-        self.numels = {name: 1 for name in NUMEL_OF.values()} | kernel.numels
         launched = kernel.launched
         if launched is None:
             raise InvalidParameterError(f"The {where} has no launched config.")
@@ -165,6 +164,14 @@ class _KernelInfo:
             raise InvalidParameterError(f"The {where} writes no argument.")
         self.primary: ArgSpec = max(written, key=lambda a: a.span)
         by_name = {a.name: a for a in kernel.args}
+        for name in self.runtime_params:
+            # A size Inductor specialised away (and so did not pass) is still assigned in the kernel body.
+            baked = re.search(rf"^\s+{re.escape(name)} = (\d+)$", kernel.source, re.M)
+            if name not in by_name and name.endswith("numel") and baked:
+                by_name[name] = ArgSpec(name=name, kind="scalar", dtype="int", value=int(baked.group(1)))
+        self.numels = {name: 1 for name in NUMEL_OF.values()} | {
+            n: int(a.value) for n, a in by_name.items()
+            if a.kind == "scalar" and n.endswith("numel") and isinstance(a.value, int)}
         absent = [p for p in self.runtime_params if p not in by_name]
         if absent:
             raise InvalidParameterError(f"The {where}: no recorded value for parameter(s) {absent}.")

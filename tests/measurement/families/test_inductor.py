@@ -183,3 +183,20 @@ def test_missing_library_names_the_environment_variable(monkeypatch):
     assert family.variants == ()
     with pytest.raises(InvalidParameterError, match=ENV_LIBRARY):
         family.problem_for("abc")
+
+
+def test_a_size_not_passed_is_read_from_the_kernel_body(monkeypatch, tmp_path):
+    with gzip.open(LIBRARY, "rt") as handle:
+        header, *lines = [json.loads(line) for line in handle]
+    kernel = next(k for k in lines if k["kind"] == "pointwise")
+    kernel["args"] = [a for a in kernel["args"] if a["name"] != "xnumel"]
+    path = tmp_path / "lib.jsonl"
+    path.write_text(json.dumps(header) + "\n" + json.dumps(kernel) + "\n")
+    monkeypatch.setenv(ENV_LIBRARY, str(path))
+    monkeypatch.setenv(ENV_KERNEL_DIR, str(tmp_path / "kernels"))
+    family = InductorFamily()
+    problem = family.problem_for(kernel["kernel_id"])
+    assert problem["xnumel"] > 1
+    inputs = family.make_inputs(problem, device="cpu", seed=0)
+    ref = family.reference(problem, inputs)
+    assert not torch.isnan(ref).any()
