@@ -1,8 +1,10 @@
 """Carry the language-model surrogate's base weights and missing wheels to the GPU machine in pieces.
 
-One device call carries at most 64 MiB, the ~28 MB working tree included, so the 98 MB SmolLM2 GGUF and
-the polars runtime (54 MB as a wheel) travel as an xz-compressed tar stream cut into parts of at most
-30 MiB, one part per call, while the machine stays warm between calls.
+One device call carries at most 64 MiB, the working tree included (35 MB on 2026-11-22, and growing with
+the datasets), so the 98 MB SmolLM2 GGUF and the polars runtime (54 MB as a wheel) travel as an
+xz-compressed tar stream (118 MiB) cut into parts of at most 24 MiB (five), one part per call, while the
+machine stays warm between calls. If the tree grows past ~38 MB, ``resplit --part-mib 20`` cuts the same
+stream into smaller parts without compressing it again.
 
 Here (once)::
 
@@ -36,10 +38,11 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEST = Path("/tmp/kernelcast-llm")
-PART_MIB = 30
+PART_MIB = 24
 WHEELS = ("polars", "polars-runtime-32", "gguf")
 """Packages the GPU image lacks that the LLM surrogate's training run needs."""
 
@@ -80,20 +83,41 @@ def pack(out: Path, part_mib: int) -> None:
         with lzma.open(stream, "wb", preset=6) as xz, tarfile.open(fileobj=xz, mode="w|") as tar:
             tar.add(gguf, arcname=f"smollm2/{gguf.name}")
             tar.add(site, arcname="site")
-        part_bytes = part_mib * 1024 * 1024
-        parts = []
         with stream.open("rb") as fh:
-            for i, chunk in enumerate(iter(lambda: fh.read(part_bytes), b"")):
-                (out / f"part{i}").mkdir()
-                part = out / f"part{i}" / f"part-{i:03d}"
-                part.write_bytes(chunk)
-                parts.append({"name": part.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
-        manifest = {"stream_sha256": _sha256(stream), "stream_bytes": stream.stat().st_size, "parts": parts,
-                    "gguf": gguf.name, "wheels": pins}
+            _write_parts(fh, out, part_mib, {"stream_sha256": _sha256(stream), "stream_bytes": stream.stat().st_size,
+                                             "gguf": gguf.name, "wheels": pins})
+
+
+def _write_parts(stream: Any, out: Path, part_mib: int, manifest: dict[str, Any]) -> None:
+    """Cut ``stream`` (a binary file) into ``out/partK/part-00K`` of ``part_mib`` MiB, each with the manifest."""
+    part_bytes = part_mib * 1024 * 1024
+    parts = []
+    for i, chunk in enumerate(iter(lambda: stream.read(part_bytes), b"")):
+        (out / f"part{i}").mkdir()
+        part = out / f"part{i}" / f"part-{i:03d}"
+        part.write_bytes(chunk)
+        parts.append({"name": part.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+    manifest = {**manifest, "parts": parts}
     for i in range(len(parts)):
         (out / f"part{i}" / "manifest.json").write_text(json.dumps(manifest, indent=1))
     print(f"{len(parts)} parts in {out}: " + ", ".join(f"part{i} {p['bytes'] / 2**20:.1f} MiB"
                                                        for i, p in enumerate(parts)))
+
+
+def resplit(out: Path, part_mib: int) -> None:
+    """Cut the stream already in ``out`` into parts of ``part_mib`` MiB (when the working tree has grown)."""
+    manifest = json.loads((out / "part0" / "manifest.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp_name:
+        stream = Path(tmp_name) / "stream.tar.xz"
+        with stream.open("wb") as fh:
+            for i, p in enumerate(manifest["parts"]):
+                fh.write((out / f"part{i}" / p["name"]).read_bytes())
+        if _sha256(stream) != manifest["stream_sha256"]:
+            sys.exit("the parts in the folder do not reassemble to the manifest's stream; run pack again")
+        for old in out.glob("part*"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        with stream.open("rb") as fh:
+            _write_parts(fh, out, part_mib, {k: v for k, v in manifest.items() if k != "parts"})
 
 
 def receive(carried: Path, dest: Path) -> None:
@@ -155,6 +179,9 @@ def main() -> None:
     p_pack = sub.add_parser("pack", help="here: write .llm/partK/ folders (one part and the manifest each)")
     p_pack.add_argument("--out", type=Path, default=ROOT / ".llm")
     p_pack.add_argument("--part-mib", type=int, default=PART_MIB)
+    p_split = sub.add_parser("resplit", help="here: cut the packed stream into parts of another size")
+    p_split.add_argument("--out", type=Path, default=ROOT / ".llm")
+    p_split.add_argument("--part-mib", type=int, default=PART_MIB)
     p_recv = sub.add_parser("receive", help="GPU machine: keep the parts carried in this call")
     p_recv.add_argument("carried", type=Path, help="the carried folder, e.g. .llm/part0")
     p_recv.add_argument("--dest", type=Path, default=DEST)
@@ -163,6 +190,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "pack":
         pack(args.out, args.part_mib)
+    elif args.command == "resplit":
+        resplit(args.out, args.part_mib)
     elif args.command == "receive":
         receive(args.carried, args.dest)
     else:

@@ -1,21 +1,20 @@
 """Train, calibrate and evaluate the language-model surrogate on one split; measure its GPU throughput.
 
 The device calls, in order, each within 30 s of the last so the machine stays warm (its /tmp survives):
-first, here, once: ``.venv/bin/python benchmarks/llm_transfer.py pack`` (writes ``.llm/part0`` .. ``part3``,
-about 30 MiB each, ignored by git); then
+first, here, once: ``.venv/bin/python benchmarks/llm_transfer.py pack`` (writes ``.llm/part0`` .. ``part4``,
+at most 24 MiB each, ignored by git: ``/.llm/`` in ``.git/info/exclude``); then
 
 1. carry ``.llm/part0``: ``python3 benchmarks/llm_transfer.py receive .llm/part0``
-2. carry ``.llm/part1``: ``python3 benchmarks/llm_transfer.py receive .llm/part1``
-3. carry ``.llm/part2``: ``python3 benchmarks/llm_transfer.py receive .llm/part2``
-4. carry ``.llm/part3``, timeout 600 (about 8 minutes)::
+2. to 4. the same with ``.llm/part1``, ``.llm/part2``, ``.llm/part3``
+5. carry ``.llm/part4``, timeout 600 (about 8 minutes)::
 
-       python3 benchmarks/llm_transfer.py receive .llm/part3 && python3 benchmarks/llm_transfer.py unpack &&
+       python3 benchmarks/llm_transfer.py receive .llm/part4 && python3 benchmarks/llm_transfer.py unpack &&
        export PYTHONPATH=/tmp/kernelcast-llm/site KERNELCAST_CACHE=/tmp/kernelcast-llm/cache PYTHONUNBUFFERED=1
        KERNELCAST_SMOLLM2_GGUF=/tmp/kernelcast-llm/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf &&
        source benchmarks/device_env.sh && set -o pipefail &&
        python3 benchmarks/train_llm_surrogate.py --split shapes --minutes 5 --out $OUT 2>&1 | tee $OUT/train_shapes.log
 
-5. no carry, timeout 600: the same exports and ``source``, then ``--split variants`` (``train_variants.log``).
+6. no carry, timeout 600: the same exports and ``source``, then ``--split variants`` (``train_variants.log``).
 
 Here, the GBM on the very same split (same holdouts, seed and calibration groups), for the side-by-side::
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,20 @@ class LLMSurrogate(FrameSurrogate):
         state["llm_versions"] = llm_versions
         return state
 
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> LLMSurrogate:
+        """Read a model directory written by :meth:`save`; ``device`` overrides the saved ``device`` parameter.
+
+        A model trained with ``device="auto"`` loads onto a GPU when there is one and onto the CPU otherwise.
+        """
+        if device is None:
+            return super().load(path)
+        cls._load_device = device
+        try:
+            return super().load(path)
+        finally:
+            del cls._load_device
+
     def _load_models(self, path: Path, state: Mapping[str, Any]) -> None:
         from kernelcast.surrogate.llm.base import load_base_model
         from kernelcast.surrogate.llm.regressor import PromptRegressor
@@ -274,6 +289,9 @@ class LLMSurrogate(FrameSurrogate):
                 f"The model in {str(path)!r} was trained on the base model with GGUF SHA-256 {expected[:12]}, but "
                 f"the installed one has {base.info.gguf_sha256[:12]} ({base.info.name})."
             )
+        override = getattr(type(self), "_load_device", None)
+        if override is not None:
+            self.device = override
         lora = state["lora"]
         self.regressor_ = PromptRegressor(
             base, lora_rank=int(lora["r"]), lora_alpha=int(lora["lora_alpha"]),

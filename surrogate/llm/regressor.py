@@ -225,11 +225,12 @@ class PromptRegressor:
         prefix_ids = torch.tensor([prefix], dtype=torch.long, device=device)
         out = decoder(input_ids=prefix_ids, use_cache=True)
         pairs = _kv_pairs(out.past_key_values)
-        lengths = torch.tensor([len(s) for s in suffixes], device=device)
-        width = max(len(s) for s in suffixes)
-        ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long, device=device)
+        lengths_np = np.array([len(s) for s in suffixes], dtype=np.int64)
+        ids_np = np.full((len(suffixes), int(lengths_np.max())), pad_id, dtype=np.int64)
         for i, s in enumerate(suffixes):
-            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            ids_np[i, : len(s)] = s
+        ids = torch.from_numpy(ids_np).to(device)  # one host-to-device copy per batch
+        lengths = torch.from_numpy(lengths_np).to(device)
         # Right padding needs no mask: a causal model's real tokens never attend to pads after them.
         cache = _broadcast_cache(pairs, len(suffixes))
         hidden = decoder(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state

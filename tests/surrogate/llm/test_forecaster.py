@@ -125,3 +125,4 @@ def test_calibrate_bins_pairs_and_round_trip(fitted, small_data, tmp_path):
     np.testing.assert_allclose(again.log_time_mean, fc.log_time_mean, atol=2e-3)  # float16 adapter on disk
     np.testing.assert_allclose(again.log_time_upper, fc.log_time_upper, atol=2e-3)
     assert loaded.decide(test, 0.05, incumbent=test[:1]) == decisions
+    assert _llm().load(path, device="cpu").regressor_.device == "cpu"
