@@ -123,7 +123,13 @@ def _broadcast_cache(pairs: Sequence[tuple[Any, Any]], batch: int) -> Any:
 
     cache = DynamicCache()
     for i, (k, v) in enumerate(pairs):
-        cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+        keys, values = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
+        if hasattr(cache, "layers"):
+            # Create the layer empty, then hold the broadcast views: the suffix's append is then the only copy.
+            cache.update(keys[:, :, :0], values[:, :, :0], i)
+            cache.layers[i].keys, cache.layers[i].values = keys, values
+        else:  # older transformers: the cache copies the broadcast prefix once more
+            cache.update(keys, values, i)
     return cache
 
 
