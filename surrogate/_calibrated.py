@@ -65,7 +65,7 @@ from kernelcast.surrogate import _artifact
 from kernelcast.surrogate._base import CANDIDATE_COLUMNS, TASK_COLUMNS, Decision, Forecast, Surrogate
 from kernelcast.surrogate.bins import bin_probabilities
 from kernelcast.surrogate.conformal import ResidualDistribution, cqr_offset, risk_control_threshold
-from kernelcast.surrogate.features import COMPILED_COLUMNS, SCALE_FEATURES, Featurizer, _unique_codes
+from kernelcast.surrogate.features import COMPILED_COLUMNS, SCALE_FEATURES, Featurizer, task_groups
 from kernelcast.surrogate.level import TaskLevelModel
 from kernelcast.surrogate.pairwise import PAIR_CALIBRATION_METHODS, PairCalibrator, uncalibrated_proba
 from kernelcast.surrogate.tasks import (
@@ -384,19 +384,22 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
 
     def task_level(self, frame: pl.DataFrame, X: np.ndarray) -> np.ndarray:
         """Level (mean log time, shape (n,)) of each row's task, computed once per distinct task."""
-        labels = frame.select(pl.concat_str([pl.col(c).cast(pl.String) for c in TASK_COLUMNS], separator="|"))
-        uniques, codes = _unique_codes(labels.to_series())
-        first = np.zeros(uniques.len(), dtype=np.int64)
-        first[codes[::-1]] = np.arange(codes.size)[::-1]  # one row of each task
+        tasks, codes, first = task_groups(frame, TASK_COLUMNS)
         family, roofline = self._level_inputs(X[first])
-        return self.level_model_.predict(np.asarray(uniques.to_list()), family, roofline)[codes]
+        labels = np.array(["|".join(t) for t in tasks], dtype=object).astype(str)
+        levels = self.level_model_.predict(labels, family, roofline)
+        return np.full(codes.shape[0], levels[0]) if levels.size == 1 else levels[codes]
 
-    def _model_matrix(self, X: np.ndarray) -> np.ndarray:
-        """The matrix the subclass models see: GPU-scale features blanked with ``device_features="architecture"``."""
+    def _model_matrix(self, X: np.ndarray, *, copy: bool = True) -> np.ndarray:
+        """The matrix the subclass models see: GPU-scale features blanked with ``device_features="architecture"``.
+
+        ``copy=False`` blanks them in ``X`` itself (for a matrix nothing else reads afterwards).
+        """
         if getattr(self, "device_features", "all") != "architecture":
             return X
         names = self.featurizer_.feature_names_
-        X = X.copy()
+        if copy:
+            X = X.copy()
         X[:, [names.index(n) for n in SCALE_FEATURES if n in names]] = np.nan
         return X
 
@@ -415,11 +418,11 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
     def _predict_raw(self, frame: pl.DataFrame) -> RawForecast:
         """Uncalibrated forecasts of a candidate frame: the subclass models plus the task level, if any."""
         X, X_fail = self._feature_matrices(frame)
-        X_model = self._model_matrix(X)
-        raw = self._raw_forecast(X_model, X_model if X_fail is X else self._model_matrix(X_fail))
-        if getattr(self, "level_model_", None) is None:
+        level = self.task_level(frame, X) if getattr(self, "level_model_", None) is not None else None
+        X_model = self._model_matrix(X, copy=False)  # fresh matrices: blank the scale features in place
+        raw = self._raw_forecast(X_model, X_model if X_fail is X else self._model_matrix(X_fail, copy=False))
+        if level is None:
             return raw
-        level = self.task_level(frame, X)
         return RawForecast(mean=raw.mean + level, lower=raw.lower + level, upper=raw.upper + level, p_fail=raw.p_fail)
 
     def calibrate(self, records: pl.DataFrame) -> CalibratedSurrogate:

@@ -28,6 +28,11 @@ Features, in column order (names are saved with every model; a model refuses a f
     the padded blocks, ``prod dim / (ceil(dim / block) * block)``), and per such dim the block count
     ``derived.blocks.<dim> = ceil(dim / block)`` (loop trips along a reduced dim);
     with compiled metadata: blocks per SM and occupancy.
+``geometry.<quantity>``
+    How the configuration's blocks meet the problem shape (:data:`~kernelcast.surrogate.geometry.GEOMETRY_FEATURES`:
+    programs, waves and the fullness of the last wave, loop trips, padding of the last tile, work and elements
+    per program and per thread), from the launch geometry of the family
+    (:mod:`kernelcast.surrogate.geometry`); missing for a family without one.
 ``source.<count>``
     Simple source-text features (length, lines, counts of ``tl.dot``, atomics, loops, loads, stores,
     reductions, barriers) from a ``source_text`` column or the sources given to :meth:`Featurizer.fit`.
@@ -37,11 +42,13 @@ The log-time target is ``ln(time_ms)`` (:func:`kernelcast.surrogate.tasks.log_ti
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,14 +56,16 @@ import polars as pl
 
 from kernelcast.exceptions import NotFittedError, SchemaVersionError
 from kernelcast.surrogate.devices import DeviceSpec, device_spec
+from kernelcast.surrogate.geometry import GEOMETRY_FEATURES, geometry_features, geometry_of
 from kernelcast.surrogate.tasks import require_candidates
 
 logger = logging.getLogger(__name__)
 
-FEATURE_SCHEMA_VERSION = 2
+FEATURE_SCHEMA_VERSION = 3
 """Version of the feature layout. Bump it when a feature is added, removed or changes meaning.
 
-Version 2 added ``derived.tile_efficiency`` and the per-dimension block counts ``derived.blocks.<dim>``."""
+Version 2 added ``derived.tile_efficiency`` and the per-dimension block counts ``derived.blocks.<dim>``;
+version 3 the launch-geometry features ``geometry.<quantity>``."""
 
 DTYPE_BYTES: dict[str, float] = {
     "float64": 8, "float32": 4, "tfloat32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
@@ -102,6 +111,9 @@ SOURCE_FEATURES: tuple[str, ...] = ("n_chars", "n_lines", *_SOURCE_PATTERNS)
 
 REDUCTION_DIMS: frozenset[str] = frozenset({"K"})
 """Problem dims that programs loop over rather than split into tiles (the GEMM ``K`` by convention)."""
+
+_FILL_ROWS = 4096
+"""Rows of the feature matrix written at a time (a block of about 2.5 MB stays in cache)."""
 
 MAX_BLOCKS_PER_SM_PRE_HOPPER = 16
 MAX_BLOCKS_PER_SM_HOPPER = 32
@@ -163,12 +175,86 @@ def _kind_of(values: list[Any]) -> tuple[str, int]:
 
 
 def _unique_codes(column: pl.Series) -> tuple[pl.Series, np.ndarray]:
-    """The distinct values of ``column`` (as strings, nulls as "") and each row's index into them."""
+    """The distinct values of ``column`` (as strings, nulls as "") and each row's index into them.
+
+    A column with one value (a batch of candidates of one task) costs one comparison; otherwise rows are
+    grouped by a 64-bit hash, checked against the strings themselves (exact join on a collision).
+    """
     strings = column.cast(pl.String).fill_null("").rename("value")
-    uniques = strings.unique(maintain_order=True)
+    n = strings.len()
+    if n == 0:
+        return strings, np.zeros(0, dtype=np.int64)
+    first = strings[0]
+    if (strings == first).all():
+        return strings.head(1), np.zeros(n, dtype=np.int64)
+    _, first_rows, codes = np.unique(strings.hash(seed=0).to_numpy(), return_index=True, return_inverse=True)
+    uniques = strings.gather(first_rows)
+    codes = codes.reshape(-1).astype(np.int64)
+    if (uniques.gather(codes) == strings).all():
+        return uniques, codes
+    uniques = strings.unique(maintain_order=True)  # pragma: no cover - a 64-bit hash collision
     codes = strings.to_frame().join(uniques.to_frame().with_row_index("code"), on="value", how="left",
                                     maintain_order="left")["code"].to_numpy().astype(np.int64)
     return uniques, codes
+
+
+def _combine(codes: Mapping[str, tuple[pl.Series, np.ndarray]], columns: Sequence[str]) -> tuple[
+        list[tuple[str, ...]], np.ndarray, np.ndarray]:
+    """Distinct combinations of already-coded string columns: values, each row's index, a first row of each."""
+    n = codes[columns[0]][1].shape[0]
+    key = np.zeros(n, dtype=np.int64)
+    for c in columns:
+        key = key * codes[c][0].len() + codes[c][1]
+    if n and (key == key[0]).all():
+        combos_first, inverse = np.zeros(1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    else:
+        _, combos_first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    values = {c: codes[c][0].to_list() for c in columns}
+    labels = [tuple(values[c][codes[c][1][row]] for c in columns) for row in combos_first.tolist()]
+    return labels, inverse, combos_first
+
+
+def task_groups(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[list[tuple[str, ...]], np.ndarray, np.ndarray]:
+    """Distinct value combinations of the string ``columns`` of ``frame`` (nulls as "").
+
+    Returns
+    -------
+    groups : list of tuple of str
+        Each distinct combination.
+    codes : ndarray of shape (n,)
+        Each row's index into ``groups``.
+    first : ndarray of shape (len(groups),)
+        A row of each group.
+    """
+    return _combine({c: _unique_codes(frame[c]) for c in columns}, columns)
+
+
+_NDJSON_ROWS = 64
+"""From this many distinct JSON texts on, they are parsed as one newline-delimited document (about twice as fast)."""
+
+
+def _decode_json_objects(texts: pl.Series, dtypes: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """One row per JSON object of ``texts`` (an empty text is an empty object), one column per key of ``dtypes``."""
+    texts = texts.cast(pl.String).fill_null("")
+    if (texts == "").any():
+        texts = pl.select(pl.when(texts == "").then(pl.lit("{}")).otherwise(texts)).to_series()
+    if texts.len() < _NDJSON_ROWS:
+        return texts.str.json_decode(dtype=pl.Struct(dict(dtypes))).struct.unnest()
+    document = texts.str.join("\n").item().encode("utf-8")
+    try:
+        return pl.read_ndjson(io.BytesIO(document), schema=dict(dtypes))
+    except pl.exceptions.ComputeError:  # e.g. a bool where a number is expected: json_decode converts it
+        return texts.str.json_decode(dtype=pl.Struct(dict(dtypes))).struct.unnest()
+
+
+def _subset(lookup: Callable[[str], np.ndarray | None], rows: slice | np.ndarray) -> Callable[[str], np.ndarray | None]:
+    """``lookup`` restricted to ``rows``."""
+    def subset(name: str) -> np.ndarray | None:
+        values = lookup(name)
+        return None if values is None else values[rows]
+
+    return subset
 
 
 def source_text_features(text: str | None) -> list[float]:
@@ -214,6 +300,23 @@ def _work(family: str, problem_json: str, dtype: str) -> tuple[float, float]:
         return math.nan, math.nan
 
 
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """What :meth:`Featurizer.transform` has decoded of a frame, for the derived and geometry columns.
+
+    ``codes``: distinct values and row codes of the string columns; ``knob``/``dim``: numeric knob and problem
+    dim columns by name; ``compiled``, ``device``: compiler-report and device-property columns by name;
+    ``dtype_bytes``: bytes per element. Every column has shape (n,).
+    """
+
+    codes: Mapping[str, tuple[pl.Series, np.ndarray]]
+    knob: Callable[[str], np.ndarray | None]
+    dim: Callable[[str], np.ndarray | None]
+    compiled: dict[str, np.ndarray]
+    device: dict[str, np.ndarray]
+    dtype_bytes: np.ndarray
+
+
 class Featurizer:
     """Turns a candidate or record frame into a float64 matrix with stable feature names.
 
@@ -252,6 +355,7 @@ class Featurizer:
         names += [f"device.{d}" for d in DEVICE_FEATURES]
         names += [f"derived.{d}" for d in DERIVED_FEATURES]
         names += [f"derived.blocks.{d}" for d, _ in self._block_pairs()]
+        names += [f"geometry.{g}" for g in GEOMETRY_FEATURES]
         names += [f"source.{s}" for s in SOURCE_FEATURES]
         self.feature_names_ = names
         self.categorical_features_ = categorical
@@ -304,19 +408,26 @@ class Featurizer:
         return len(self.feature_names_)
 
     def transform(self, frame: pl.DataFrame) -> np.ndarray:
-        """Return the feature matrix of ``frame``, shape (n, :attr:`n_features`), float64, NaN = missing."""
+        """Return the feature matrix of ``frame``, shape (n, :attr:`n_features`), float64, NaN = missing.
+
+        Everything that depends on a string column (family, variant, dtype, device, problem, source, and the
+        knobs of each distinct configuration) is computed once per distinct value and gathered, so a batch of
+        candidates of one task pays for its task once; the rest is vectorised NumPy.
+        """
         self._check_fitted()
         require_candidates(frame)
         n = frame.height
+        codes = {c: _unique_codes(frame[c]) for c in ("family", "variant", "dtype", "device", "problem_json",
+                                                        "source_hash", "config_json")}
         cols: list[np.ndarray] = [
-            self._codes(frame["family"], self.families_),
-            self._codes(frame["variant"], self.variants_),
-            self._codes(frame["dtype"], self.dtypes_),
-            frame["dtype"].replace_strict(DTYPE_BYTES, default=None, return_dtype=pl.Float64)
-            .fill_null(np.nan).to_numpy(),
+            self._gather(codes["family"], lambda v: self._vocabulary_code(v, self.families_)),
+            self._gather(codes["variant"], lambda v: self._vocabulary_code(v, self.variants_)),
+            self._gather(codes["dtype"], lambda v: self._vocabulary_code(v, self.dtypes_)),
         ]
-        config = self._decode(frame["config_json"], self.config_keys_)
-        problem = self._decode(frame["problem_json"], self.problem_keys_)
+        dtype_bytes = self._gather(codes["dtype"], lambda v: float(DTYPE_BYTES.get(v, math.nan)))
+        cols.append(dtype_bytes)
+        config = self._decode(codes["config_json"], self.config_keys_)
+        problem = self._decode(codes["problem_json"], self.problem_keys_)
         cols += config
         cols += problem
         compiled = {}
@@ -326,16 +437,41 @@ class Featurizer:
             else:
                 compiled[c] = np.full(n, np.nan)
             cols.append(compiled[c])
-        device = self._per_unique(frame["device"], lambda d: _device_row(device_spec(d)), len(DEVICE_FEATURES))
-        cols += list(device.T)
-        cols += list(self._derived(frame, config, problem, compiled, device).T)
-        cols += list(self._source(frame).T)
+        uniques, device_codes = codes["device"]
+        device_table = np.array([_device_row(device_spec(d)) for d in uniques.to_list()],
+                                dtype=np.float64).reshape(uniques.len(), len(DEVICE_FEATURES))
+        device = {name: device_table[device_codes, i] for i, name in enumerate(DEVICE_FEATURES)}
+        cols += list(device.values())
+        knob = self._lookup("config", config, self.config_keys_)
+        dim = self._lookup("problem", problem, self.problem_keys_)
+        batch = _Batch(codes=codes, knob=knob, dim=dim, compiled=compiled, device=device, dtype_bytes=dtype_bytes)
+        cols += self._derived(batch)
+        cols += self._geometry(batch)
+        cols += self._source(frame, codes["source_hash"])
         if len(cols) != len(self.feature_names_):  # pragma: no cover - internal consistency
             raise RuntimeError(f"featurizer produced {len(cols)} columns for {len(self.feature_names_)} names")
         X = np.empty((n, len(cols)), dtype=np.float64)
-        for j, col in enumerate(cols):
-            X[:, j] = col
+        for start in range(0, n, _FILL_ROWS):  # row blocks that stay in cache while their columns are written
+            block = X[start:start + _FILL_ROWS]
+            for j, col in enumerate(cols):
+                block[:, j] = col[start:start + _FILL_ROWS]
         return X
+
+    @staticmethod
+    def _vocabulary_code(value: str, vocabulary: list[str]) -> float:
+        try:
+            return float(vocabulary.index(value))
+        except ValueError:
+            return math.nan
+
+    @staticmethod
+    def _gather(unique_codes: tuple[pl.Series, np.ndarray], fn: Callable[[str], float]) -> np.ndarray:
+        """``fn`` of each distinct value, gathered to the rows, shape (n,)."""
+        uniques, codes = unique_codes
+        table = np.array([fn(u) for u in uniques.to_list()], dtype=np.float64)
+        if table.size == 1:
+            return np.full(codes.shape[0], table[0])
+        return table[codes]
 
     @staticmethod
     def _codes(column: pl.Series, vocabulary: list[str]) -> np.ndarray:
@@ -344,34 +480,33 @@ class Featurizer:
             np.nan
         ).to_numpy()
 
-    def _decode(self, column: pl.Series, keys: dict[str, dict[str, Any]]) -> list[np.ndarray]:
+    def _decode(self, unique_codes: tuple[pl.Series, np.ndarray], keys: dict[str, dict[str, Any]]) -> list[np.ndarray]:
         """Decode JSON knobs into one float column per feature; each distinct string is decoded once."""
         if not keys:
             return []
-        uniques, codes = _unique_codes(column)
+        uniques, codes = unique_codes
         dtypes: dict[str, pl.DataType] = {}
         for key, spec in keys.items():
             dtypes[key] = {"numeric": pl.Float64(), "categorical": pl.String(), "list": pl.List(pl.Float64())}[
                 spec["kind"]
             ]
-        decoded = uniques.str.json_decode(dtype=pl.Struct(dtypes)).struct.unnest()
+        decoded = _decode_json_objects(uniques, dtypes)
+        one = uniques.len() == 1
+        n = codes.shape[0]
+
+        def gather(values: np.ndarray) -> np.ndarray:
+            return np.full(n, values[0], dtype=np.float64) if one else values[codes]
+
         out: list[np.ndarray] = []
         for key, spec in keys.items():
             if spec["kind"] == "list":
                 for i in range(spec["length"]):
-                    out.append(decoded[key].list.get(i, null_on_oob=True).fill_null(np.nan).to_numpy()[codes])
+                    out.append(gather(decoded[key].list.get(i, null_on_oob=True).fill_null(np.nan).to_numpy()))
             elif spec["kind"] == "numeric":
-                out.append(decoded[key].fill_null(np.nan).to_numpy()[codes])
+                out.append(gather(decoded[key].fill_null(np.nan).to_numpy()))
             else:
-                out.append(self._codes(decoded[key], spec["values"])[codes])
+                out.append(gather(self._codes(decoded[key], spec["values"])))
         return out
-
-    @staticmethod
-    def _per_unique(column: pl.Series, fn: Callable[[Any], list[float]], width: int) -> np.ndarray:
-        """Apply ``fn`` once per distinct value of ``column``; return the rows, shape (n, width)."""
-        uniques, codes = _unique_codes(column)
-        table = np.array([fn(u) for u in uniques.to_list()], dtype=np.float64).reshape(uniques.len(), width)
-        return table[codes]
 
     def _block_pairs(self) -> list[tuple[str, str]]:
         """``(dim, knob)``: numeric problem dims with a numeric ``BLOCK_<dim>`` (or ``BLOCK_SIZE_<dim>``) knob."""
@@ -385,36 +520,30 @@ class Featurizer:
                     break
         return pairs
 
-    def _column(
-        self, prefix: str, key: str, decoded: list[np.ndarray], keys: dict[str, dict[str, Any]]
-    ) -> np.ndarray | None:
-        """The decoded numeric column ``prefix.key``, or None when absent or not numeric."""
-        names = []
-        for k, spec in keys.items():
-            names += [f"{k}[{i}]" for i in range(spec["length"])] if spec["kind"] == "list" else [k]
-        if key in names and keys.get(key, {}).get("kind") == "numeric":
-            return decoded[names.index(key)]
-        return None
+    @staticmethod
+    def _lookup(
+        prefix: str, decoded: list[np.ndarray], keys: dict[str, dict[str, Any]]
+    ) -> Callable[[str], np.ndarray | None]:
+        """``name -> column`` of the decoded numeric knobs (or dims); None when absent or not numeric."""
+        index: dict[str, int] = {}
+        position = 0
+        for key, spec in keys.items():
+            if spec["kind"] == "list":
+                position += spec["length"]
+                continue
+            if spec["kind"] == "numeric":
+                index[key] = position
+            position += 1
+        return lambda name: decoded[index[name]] if name in index else None
 
-    def _derived(
-        self,
-        frame: pl.DataFrame,
-        config: list[np.ndarray],
-        problem: list[np.ndarray],
-        compiled: dict[str, np.ndarray],
-        device: np.ndarray,
-    ) -> np.ndarray:
-        n = frame.height
-        task = frame.select(pl.concat_str(["family", "problem_json", "dtype"], separator="\x1f")).to_series()
-
-        def work(key: str) -> list[float]:
-            family, problem_json, dtype = key.split("\x1f")
-            return list(_work(family, problem_json, dtype))
-
-        flops, min_bytes = self._per_unique(task, work, 2).T if n else (np.zeros(0), np.zeros(0))
-        dev = {name: device[:, i] for i, name in enumerate(DEVICE_FEATURES)}
-        dtype_bytes = frame["dtype"].replace_strict(DTYPE_BYTES, default=None, return_dtype=pl.Float64).fill_null(
-            np.nan).to_numpy()
+    def _derived(self, batch: _Batch) -> list[np.ndarray]:
+        codes, knob, dim, compiled, dev, dtype_bytes = (batch.codes, batch.knob, batch.dim, batch.compiled,
+                                                        batch.device, batch.dtype_bytes)
+        n = dtype_bytes.shape[0]
+        tasks, task_of_row, _ = _combine(codes, ("family", "problem_json", "dtype"))
+        work = np.array([_work(*t) for t in tasks], dtype=np.float64).reshape(len(tasks), 2)
+        flops, min_bytes = (np.full(n, work[0, 0]), np.full(n, work[0, 1])) if len(tasks) == 1 else (
+            work[task_of_row, 0], work[task_of_row, 1])
         with np.errstate(divide="ignore", invalid="ignore"):
             intensity = flops / min_bytes
             peak = np.where(dtype_bytes <= 2, dev["fp16_tensor_tflops"], dev["fp32_tflops"]) * 1e12
@@ -424,13 +553,12 @@ class Featurizer:
             any_tiled = np.zeros(n, dtype=bool)
             efficiency = np.ones(n)
             block_counts = []
-            for key, knob in self._block_pairs():
-                block = self._column("config", knob, config, self.config_keys_)
-                dim = self._column("problem", key, problem, self.problem_keys_)
-                pair = np.isfinite(dim) & np.isfinite(block) & (block > 0)
-                count = np.where(pair, np.ceil(dim / np.where(pair, block, 1.0)), np.nan)
+            for key, knob_name in self._block_pairs():
+                block, size = knob(knob_name), dim(key)
+                pair = np.isfinite(size) & np.isfinite(block) & (block > 0)
+                count = np.where(pair, np.ceil(size / np.where(pair, block, 1.0)), np.nan)
                 block_counts.append(count)
-                efficiency = np.where(pair, efficiency * dim / (count * block), efficiency)
+                efficiency = np.where(pair, efficiency * size / (count * block), efficiency)
                 if key not in REDUCTION_DIMS:
                     tiles = np.where(pair, tiles * count, tiles)
                     any_tiled |= pair
@@ -439,11 +567,7 @@ class Featurizer:
                 n, dtype=bool)
             efficiency = np.where(blocked, efficiency, np.nan)
 
-            warps = compiled["num_warps"].copy()
-            cfg_warps = self._column("config", "num_warps", config, self.config_keys_)
-            if cfg_warps is not None:
-                warps = np.where(np.isfinite(warps), warps, cfg_warps)
-            threads = 32.0 * warps
+            threads = self._threads(knob, compiled)
             max_blocks = np.where(dev["compute_capability"] >= 9.0, MAX_BLOCKS_PER_SM_HOPPER,
                                   MAX_BLOCKS_PER_SM_PRE_HOPPER).astype(np.float64)
             by_threads = np.floor(dev["max_threads_per_sm"] / threads)
@@ -458,13 +582,44 @@ class Featurizer:
             resident = dev["sm_count"] * np.where(np.isfinite(blocks_per_sm) & (blocks_per_sm > 0), blocks_per_sm, 1.0)
             waves = tiles / resident
             wave_efficiency = waves / np.ceil(waves)
-        width = len(DERIVED_FEATURES) + len(block_counts)
-        out = np.column_stack([flops, min_bytes, intensity, roofline_ms, tiles, waves, wave_efficiency,
-                               blocks_per_sm, occupancy, efficiency, *block_counts]) if n else np.zeros((0, width))
-        out[~np.isfinite(out)] = np.nan
+        out = [flops, min_bytes, intensity, roofline_ms, tiles, waves, wave_efficiency, blocks_per_sm, occupancy,
+               efficiency, *block_counts]
+        for col in out:
+            col[~np.isfinite(col)] = np.nan
         return out
 
-    def _source(self, frame: pl.DataFrame) -> np.ndarray:
+    @staticmethod
+    def _threads(knob: Callable[[str], np.ndarray | None], compiled: dict[str, np.ndarray]) -> np.ndarray:
+        """Threads per program: 32 per warp, warps from the compiler report or the ``num_warps`` knob."""
+        warps = compiled["num_warps"]
+        cfg_warps = knob("num_warps")
+        if cfg_warps is not None:
+            warps = np.where(np.isfinite(warps), warps, cfg_warps)
+        return 32.0 * warps
+
+    def _geometry(self, batch: _Batch) -> list[np.ndarray]:
+        """The launch-geometry columns, computed per (family, variant) on that kernel's rows."""
+        codes, knob, dim, dev, dtype_bytes = batch.codes, batch.knob, batch.dim, batch.device, batch.dtype_bytes
+        n = dtype_bytes.shape[0]
+        out = np.full((len(GEOMETRY_FEATURES), n), np.nan)
+        knobs = frozenset(k for k, s in self.config_keys_.items() if s["kind"] == "numeric")
+        dims = frozenset(k for k, s in self.problem_keys_.items() if s["kind"] == "numeric")
+        kernels, kernel_of_row, _ = _combine(codes, ("family", "variant"))
+        threads = self._threads(knob, batch.compiled)
+        for k, (family, variant) in enumerate(kernels):
+            geometry = geometry_of(family, variant, knobs, dims)
+            if geometry is None:
+                continue
+            rows: slice | np.ndarray = slice(None) if len(kernels) == 1 else np.flatnonzero(kernel_of_row == k)
+            block = geometry_features(
+                geometry, _subset(knob, rows), _subset(dim, rows), sm_count=dev["sm_count"][rows],
+                max_threads_per_sm=dev["max_threads_per_sm"][rows], threads=threads[rows],
+                dtype_bytes=dtype_bytes[rows],
+            )
+            out[:, rows] = block.T
+        return list(out)
+
+    def _source(self, frame: pl.DataFrame, unique_codes: tuple[pl.Series, np.ndarray]) -> list[np.ndarray]:
         width = len(SOURCE_FEATURES)
         if "source_text" in frame.columns:
             texts = dict(frame.select("source_hash", "source_text").drop_nulls().unique("source_hash").iter_rows())
@@ -476,7 +631,11 @@ class Featurizer:
                 return source_text_features(texts[h])
             return self.source_table_.get(h, [math.nan] * width)
 
-        return self._per_unique(frame["source_hash"], row, width)
+        uniques, codes = unique_codes
+        table = np.array([row(u) for u in uniques.to_list()], dtype=np.float64).reshape(uniques.len(), width)
+        if table.shape[0] == 1:
+            return [np.full(codes.shape[0], v) for v in table[0]]
+        return list(table[codes].T)
 
     # -- persistence --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -59,11 +59,14 @@ class GBMSurrogate(CalibratedSurrogate):
         Device features the LightGBM models see: only architecture-determined ones (compute capability,
         per-SM limits), or also GPU-scale ones (:data:`~kernelcast.surrogate.features.SCALE_FEATURES`).
     n_estimators : int, default=300
-        Boosting rounds of the mean model.
+        Boosting rounds of the mean model (it orders the candidates: fewer rounds or leaves cost ranking
+        accuracy on held-out shapes, 0.006 of pairwise accuracy at 200 rounds or 31 leaves).
     quantile_estimators : int, default=150
-        Boosting rounds of each quantile model.
+        Boosting rounds of each quantile model. They shape the predictive scale that pairwise probabilities
+        and the SKIP rule standardise by: with 60 rounds, on held-out H200 shapes, the ECE of pairwise
+        probabilities rose from 0.011 to 0.032 and the realised skip error from 0.058 to 0.076.
     fail_estimators : int, default=100
-        Boosting rounds of the failure classifier.
+        Boosting rounds of the failure classifier (50 rounds of 15 leaves tripled its Brier score).
     learning_rate : float, default=0.08
     num_leaves : int, default=63
         Leaves per tree of the mean model.
@@ -221,11 +224,13 @@ class GBMSurrogate(CalibratedSurrogate):
 
     def _raw_forecast(self, X: np.ndarray, X_fail: np.ndarray) -> RawForecast:
         boosters = self._predictors()
-        mean = boosters["mean"].predict(X)
-        lower = boosters["lower"].predict(X)
-        upper = boosters["upper"].predict(X)
+        # LightGBM predicts with OpenMP's default (every core) unless told: a loaded model has no num_threads
+        threads = {} if self.compiled_inference else {"num_threads": self.n_jobs or 0}
+        mean = boosters["mean"].predict(X, **threads)
+        lower = boosters["lower"].predict(X, **threads)
+        upper = boosters["upper"].predict(X, **threads)
         if self.fail_booster_ is not None:
-            p_fail = boosters["fail"].predict(X_fail)
+            p_fail = boosters["fail"].predict(X_fail, **threads)
         else:
             p_fail = np.full(X.shape[0], self.fail_rate_)
         return RawForecast(mean=mean, lower=np.minimum(lower, upper), upper=np.maximum(lower, upper), p_fail=p_fail)
