@@ -103,3 +103,19 @@ def test_device_table_is_plausible():
         cores = 64 if spec.compute_capability == 7.5 else 128
         implied = 2 * cores * spec.sm_count * spec.boost_clock_mhz * 1e6 / 1e12
         assert implied == pytest.approx(spec.fp32_tflops, rel=0.12), spec.name
+
+
+def test_many_distinct_configs_decode_like_single_ones():
+    """Batches of 64+ distinct configurations take the newline-delimited JSON path; bools still become numbers."""
+    common = dict(family="kernel_tuner/convolution_kernel", variant="default", source_hash="0123456789abcdef",
+                  problem={"n0": 4096, "n1": 4096}, dtype="float32", device="NVIDIA GeForce RTX 3090")
+    records = [Record(**common, config={"block_size_x": 16 * (i + 1), "use_shared": bool(i % 2), "mode": "ab"[i % 2]},
+                      status=Status.OK, samples_ms=(1.0, 1.1)) for i in range(80)]
+    frame = records_frame(records)
+    fz = Featurizer().fit(frame)
+    X = fz.transform(frame)
+    names = fz.feature_names_
+    assert X[:, names.index("config.block_size_x")].tolist() == [16.0 * (i + 1) for i in range(80)]
+    assert X[:, names.index("config.use_shared")].tolist() == [float(i % 2) for i in range(80)]
+    assert X[:, names.index("config.mode")].tolist() == [float(i % 2) for i in range(80)]
+    np.testing.assert_array_equal(np.vstack([fz.transform(frame[i:i + 1]) for i in range(80)]), X)
