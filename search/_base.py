@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 Rule = Literal["selective", "top_fraction"]
 RULES: tuple[str, ...] = ("selective", "top_fraction")
+RANKINGS: tuple[str, ...] = ("speed", "improvement")
+"""How the candidates a rule lets through are ordered: expected speed, or expected improvement over the
+incumbent (``"improvement"``, the ``selective`` rule only, once something ran)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +63,8 @@ class Screening:
     decisions : tuple of Decision
         One decision per candidate.
     expected_speed : ndarray of shape (n,)
-        ``(1 - p_fail) / forecast time`` (1/ms): the ranking score, higher first.
+        The ranking score, higher first: ``(1 - p_fail) / forecast time`` (1/ms), or with
+        ``ranking="improvement"`` the expected improvement over the incumbent (ln ms).
     seconds : float
         Wall time the surrogate took for this batch (s).
     """
@@ -122,8 +126,17 @@ class Screener:
     """
 
     def __init__(
-        self, surrogate: Surrogate, *, rule: Rule = "selective", keep_fraction: float = 0.25, learn: bool = True
+        self, surrogate: Surrogate, *, rule: Rule = "selective", keep_fraction: float = 0.25, learn: bool = True,
+        optimism: float = 0.0, ranking: str = "speed",
     ) -> None:
+        if not (isinstance(optimism, (int, float)) and optimism >= 0.0):
+            raise InvalidParameterError(
+                f"The 'optimism' parameter of Screener must be a float >= 0. Got {optimism!r} instead."
+            )
+        if ranking not in RANKINGS:
+            raise invalid_choice("ranking", "Screener", ranking, RANKINGS)
+        self.optimism = float(optimism)
+        self.ranking = ranking
         if rule not in RULES:
             raise invalid_choice("rule", "Screener", rule, RULES)
         if not 0.0 < keep_fraction <= 1.0:
@@ -158,7 +171,14 @@ class Screener:
         """
         start = time.perf_counter()
         forecast = self.surrogate.forecast(candidates)
-        speed = _expected_speed(forecast)
+        uncertainty = getattr(self.surrogate, "uncertainty", None)
+        sd = np.asarray(uncertainty(candidates)) if callable(uncertainty) else forecast.log_time_scale
+        if self.ranking == "improvement" and incumbent_ms is not None and self.rule == "selective" and sd is not None:
+            speed = _expected_improvement(forecast, sd, incumbent_ms)
+        elif self.optimism > 0.0 and callable(uncertainty):
+            speed = _expected_speed(forecast, optimism=self.optimism * sd)
+        else:
+            speed = _expected_speed(forecast)
         n = len(forecast)
         if self.rule == "top_fraction":
             keep = set(np.argsort(-speed, kind="stable")[: max(1, math.ceil(self.keep_fraction * n))].tolist())
@@ -166,7 +186,11 @@ class Screener:
         elif incumbent_ms is None:
             decisions = (Decision.MEASURE,) * n
         else:
-            if incumbent is not None and self._takes_incumbent:
+            rule = getattr(self.surrogate, "decide_from_forecast", None)
+            if callable(rule):  # the forecasts are made already: decide on them (and the incumbent's)
+                reference = self.surrogate.forecast(incumbent) if incumbent is not None else None
+                raw = rule(forecast, incumbent_ms, incumbent=reference)
+            elif incumbent is not None and self._takes_incumbent:
                 raw = self.surrogate.decide(candidates, incumbent_ms, incumbent=incumbent)  # type: ignore[call-arg]
             else:
                 raw = self.surrogate.decide(candidates, incumbent_ms)
@@ -217,9 +241,21 @@ class Screener:
             self.seconds += time.perf_counter() - start
 
 
-def _expected_speed(forecast: Forecast) -> np.ndarray:
-    """``(1 - p_fail) * exp(-log_time_mean)``, shape (n,); NaN forecasts rank last."""
-    speed = np.exp(-np.asarray(forecast.log_time_mean, dtype=np.float64))
+def _expected_improvement(forecast: Forecast, sd: np.ndarray, incumbent_ms: float) -> np.ndarray:
+    """``(1 - p_fail) * E[max(0, ln incumbent_ms - ln time)]`` under ``N(log_time_mean, sd**2)``, shape (n,)."""
+    from scipy.special import ndtr
+
+    sd = np.maximum(np.asarray(sd, dtype=np.float64), 1e-6)
+    z = (math.log(incumbent_ms) - np.asarray(forecast.log_time_mean, dtype=np.float64)) / sd
+    gain = sd * (z * ndtr(z) + np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi))
+    if forecast.p_fail is not None:
+        gain = gain * (1.0 - np.clip(np.asarray(forecast.p_fail, dtype=np.float64), 0.0, 1.0))
+    return np.nan_to_num(gain, nan=-1.0)
+
+
+def _expected_speed(forecast: Forecast, optimism: np.ndarray | float = 0.0) -> np.ndarray:
+    """``(1 - p_fail) * exp(-(log_time_mean - optimism))``, shape (n,); NaN forecasts rank last."""
+    speed = np.exp(-(np.asarray(forecast.log_time_mean, dtype=np.float64) - optimism))
     if forecast.p_fail is not None:
         speed = speed * (1.0 - np.clip(np.asarray(forecast.p_fail, dtype=np.float64), 0.0, 1.0))
     return np.nan_to_num(speed, nan=-1.0)

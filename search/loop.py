@@ -2,17 +2,23 @@
 
 One step of a screened search (``surrogate`` and ``greedy`` strategies)::
 
-    1. ask the sampler for fresh proposals (64 for ``surrogate``, many more than the measurements a step makes);
-       a config that cannot run (Oracle.check) is told FAIL at once, free; a config this run already
-       measured is answered from the run's records, free (told the same outcome, action "cache");
+    1. ask the sampler for fresh proposals (for ``surrogate``: 256 in the first step, 64 in later ones, many
+       more than the 4 measurements a step makes), after enqueueing local proposals: one-knob, one-step
+       neighbours of the three best configs measured so far (32 for ``surrogate``, user attribute
+       ``proposal="local"``), so that they too are asked and told through the study. A config that cannot
+       run (Oracle.check) is told FAIL at once, free; a config this run already measured is answered from
+       the run's records, free (told the same outcome, action "cache");
     2. screen the fresh proposals together with the ones still pending from earlier steps:
-       forecast + MEASURE / SKIP / DEFER against the incumbent (the best runtime measured so far);
+       forecast + MEASURE / SKIP / DEFER against the incumbent (the best runtime measured so far, and its
+       configuration, which the surrogate's relative rule compares with each candidate);
     3. SKIP: told PRUNED, with forecast and decision in user attributes -- never a value;
-    4. MEASURE, then DEFER, best expected speed first: measured while the budget allows (4 per step at
-       most), each record appended to the run's Store before its trial is told;
+    4. MEASURE, then DEFER, best ranked first (the strategy's ranking: expected speed, or expected
+       improvement over the incumbent): measured while the budget allows (4 per step at most), each record
+       appended to the run's Store before its trial is told;
     5. the rest stay pending (RUNNING) and are screened again next step, against the new incumbent;
-    6. the surrogate learns from the new records (Surrogate.update), so it learns the task, including on a
-       device it was never trained on.
+    6. the surrogate learns from the new records, so it learns the task, including on a device it was
+       never trained on: a correction of its forecasts fitted on the run's records
+       (:class:`~kernelcast.search.adapt.TaskAdapter`), or its own ``Surrogate.update``.
 
 Unscreened strategies (``tpe``, ``gp``, ``cmaes``, ``random``) measure every fresh proposal, one per step.
 
@@ -87,6 +93,7 @@ from kernelcast.exceptions import InvalidParameterError, KernelcastError
 from kernelcast.measurement.records import Record, Status
 from kernelcast.measurement.space import ConfigSpace
 from kernelcast.search._base import Screener, Screening
+from kernelcast.search.adapt import TaskAdapter, adaptable
 from kernelcast.search.oracles._base import Config, Oracle, Task, config_key, default_budget
 from kernelcast.search.strategies import Strategy, get_strategy, make_sampler
 from kernelcast.surrogate._base import Surrogate
@@ -357,9 +364,13 @@ class Search:
             raise InvalidParameterError(
                 f"The {self.strategy.name!r} strategy screens proposals with a surrogate; pass one (--surrogate DIR)."
             )
+        if (self.strategy.needs_surrogate and surrogate is not None and self.strategy.learn
+                and self.strategy.learner == "adapter" and adaptable(surrogate)):
+            surrogate = TaskAdapter(surrogate, self.space)
         self.screener = (
             Screener(surrogate, rule=self.strategy.screening, learn=self.strategy.learn,  # type: ignore[arg-type]
-                     keep_fraction=self.strategy.measures_per_step / self.strategy.proposals_per_step)
+                     keep_fraction=self.strategy.measures_per_step / self.strategy.proposals_per_step,
+                     optimism=self.strategy.optimism, ranking=self.strategy.ranking)
             if self.strategy.needs_surrogate and surrogate is not None else None
         )
         self.seed = seed
@@ -465,13 +476,19 @@ class Search:
             self._tell(study, trial, TrialState.FAIL, action=action, screen=screen, measured=measured)
 
     # -- proposing ------------------------------------------------------------------------------------------
-    def _propose(self, study: optuna.Study, n: int) -> list[_Pending]:
+    def _propose(self, study: optuna.Study, n: int, enqueued: Sequence[Config] = ()) -> list[_Pending]:
         """Ask until ``n`` fresh runnable configs are found; answer the others on the spot.
+
+        ``enqueued`` configs are queued into the study first (user attribute ``proposal="local"``), so the
+        first asks return them, each a trial answered like any other.
 
         A sampler that proposes, within one run of stale proposals, a config it was already answered for
         (Optuna's GP sampler converges onto measured points of a discrete space and stays there) is handed a
         uniformly random unmeasured runnable config next (user attribute ``proposal="repair"``).
         """
+        for config in enqueued:
+            study.enqueue_trial(encode(self.space, config), user_attrs={"proposal": "local"})
+        n += len(enqueued)
         fresh: list[_Pending] = []
         pending_keys = {config_key(p.config) for p in self._pending}
         stale_keys: set[str] = set()
@@ -498,6 +515,36 @@ class Search:
                 pending_keys.add(key)
                 fresh.append(_Pending(trial, config))
         return fresh
+
+    def _neighbours(self, n: int) -> list[Config]:
+        """Up to ``n`` runnable neighbours of the best measured configs that are neither measured nor pending.
+
+        A neighbour changes one knob of one of the three fastest ``ok`` measurements: a knob of numbers to
+        the next value up or down, any other knob to another value. ``n`` of them are drawn at random.
+        """
+        if n <= 0:
+            return []
+        ok = sorted((m for m in self._measurements if m.time_ms is not None), key=lambda m: m.time_ms)[:3]
+        known = set(self._cache) | {config_key(p.config) for p in self._pending}
+        candidates: dict[str, Config] = {}
+        for parent in ok:
+            for param in self.space.params:
+                values = list(param.values)
+                if len(values) < 2 or parent.config.get(param.name) not in values:
+                    continue
+                at = values.index(parent.config[param.name])
+                numeric = all(_is_number(v) for v in values)
+                moves = [values[j] for j in (at - 1, at + 1) if 0 <= j < len(values)] if numeric else (
+                    [v for v in values if v != values[at]])
+                for value in moves:
+                    config = {**parent.config, param.name: value}
+                    key = config_key(config)
+                    if key not in known and key not in candidates and self.oracle.check(self.task, config) is None:
+                        candidates[key] = config
+        chosen = list(candidates.values())
+        if len(chosen) > n:
+            chosen = [chosen[int(i)] for i in self._rng.choice(len(chosen), n, replace=False)]
+        return chosen
 
     def _enqueue_random(self, study: optuna.Study) -> None:
         """Queue a uniformly random runnable config this run has not measured (if one is found quickly)."""
@@ -577,7 +624,9 @@ class Search:
         """One screened step (see the module docstring); ``False`` when there was nothing left to screen."""
         assert self.screener is not None  # noqa: S101 - only called for screened strategies
         strategy = self.strategy
-        pool = self._pending + self._propose(study, strategy.proposals_per_step)
+        fresh = strategy.first_proposals if strategy.first_proposals and not self._measurements else (
+            strategy.proposals_per_step)
+        pool = self._pending + self._propose(study, fresh, self._neighbours(strategy.local_proposals))
         self._pending = []
         if not pool:
             return False

@@ -96,7 +96,8 @@ def search(
             def progress(run, done: int, n: int) -> None:
                 speed = f"{run.speed:.3f}" if run.speed is not None else "-"
                 err_console.print(f"[{done}/{n}] {run.strategy:>9} seed {run.seed}  {run.task.label()}: "
-                                  f"{run.measurements} measurements, best/optimum speed {speed}", highlight=False)
+                                  f"{run.measurements} measurements, best/optimum speed {speed}", highlight=False,
+                                  soft_wrap=True)
 
             result = run_harness(
                 the_oracle, tasks, strategies, seeds,
@@ -182,10 +183,12 @@ def _fmt(value: float | int | None, spec: str = ".3f") -> str:
 
 
 def _print_summary(summary: dict, runs: list) -> None:
-    table = Table(title="search results (best found speed = optimum time / time of the config the search picked)")
-    for column in ("strategy", "runs", "median best/optimum", "min", "within 5%", "median meas. to 5%",
-                   "measurements", "GPU s", "surrogate s"):
-        table.add_column(column, justify="right" if column != "strategy" else "left")
+    table = Table(title="Search results: speed = optimum time / time of the picked config (1.000 = optimum)",
+                  title_justify="left")
+    for column, header in (("strategy", "strategy"), ("runs", "runs"), ("median", "median\nspeed"),
+                           ("min", "min\nspeed"), ("within", "within\n5%"), ("to5", "meas.\nto 5%"),
+                           ("measurements", "meas."), ("gpu", "GPU s"), ("surrogate", "model s")):
+        table.add_column(header, justify="left" if column == "strategy" else "right", no_wrap=True)
     for name, s in summary.items():
         table.add_row(
             name, str(s["runs"]), _fmt(s["median_best_over_optimum_speed"]), _fmt(s["min_best_over_optimum_speed"]),
@@ -194,15 +197,28 @@ def _print_summary(summary: dict, runs: list) -> None:
         )
     console.print(table)
     if len({r.task for r in runs}) > 1:
-        per_task = Table(title="median best/optimum speed per task")
+        per_task = Table(title="Per task: median speed / median measurements to 5% (- = not within the budget)",
+                         title_justify="left")
         per_task.add_column("task")
         for name in summary:
-            per_task.add_column(name, justify="right")
+            per_task.add_column(name, justify="right", no_wrap=True)
         labels = list(dict.fromkeys(r.task.label() for r in runs))
         for label in labels:
-            per_task.add_row(label, *(_fmt(summary[n]["per_task"].get(label, {}).get(
-                "median_best_over_optimum_speed")) for n in summary))
+            cells = []
+            for name in summary:
+                row = summary[name]["per_task"].get(label, {})
+                cells.append(f"{_fmt(row.get('median_best_over_optimum_speed'))} / "
+                             f"{_fmt(row.get('median_measurements_to_5pct'), '.0f')}")
+            per_task.add_row(_short_label(label), *cells)
         console.print(per_task)
+    console.print("meas. to 5%: measurements until the picked config was within 5% of the optimum (median over runs);"
+                  " GPU s: compile + timing seconds the measurements cost; model s: time in the surrogate.",
+                  highlight=False)
+
+
+def _short_label(label: str) -> str:
+    """A task label without the vendor prefix of the device name (``NVIDIA GeForce RTX 3090`` -> ``RTX 3090``)."""
+    return label.replace("NVIDIA GeForce ", "").replace("NVIDIA ", "").replace("kernel_tuner/", "")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,21 +3,33 @@
 Kernel Tuner's simulation mode replays its cache files the same way, so a search can be run and compared
 many times without a GPU. Three choices make a replayed search behave like a live one:
 
-- **Noise.** Each query draws *one* of the stored timing repetitions at random (``samples_ms`` of the
-  stored record), so a replayed measurement is as noisy as one real repetition, and two queries of one
-  configuration may disagree. A record stored without repetitions replays its ``time_ms``.
+- **Noise.** A replayed measurement is as noisy as a real one, and two queries of one configuration may
+  disagree. A real measurement reports the median (kernelcast's benchmarker, at least 10 repetitions) or
+  the mean (Kernel Tuner) of many timed repetitions, so by default (``noise="median"``) a query resamples
+  the stored repetitions (``samples_ms``) with replacement, as many as were stored, and replays those
+  draws: its runtime is their median, which varies from query to query as the median of a new set of
+  repetitions would. ``noise="repetition"`` replays *one* stored repetition drawn at random (as noisy as a
+  single repetition: much noisier than any real measurement, so a search tends to pick a configuration for
+  one lucky draw); ``noise="none"`` replays the stored repetitions as they are. A record stored without
+  repetitions replays its ``time_ms``.
 - **Failures.** A configuration stored with a failure status (compile error, runtime error, ...) replays as
   that failure, with its error text. A configuration the dataset does not hold at all was excluded by the
   space's restrictions before anyone measured it: :meth:`ReplayOracle.check` reports it, and it costs
-  nothing, like :meth:`Family.check_config` on the GPU.
+  nothing, like :meth:`Family.check_config` on the GPU. A configuration stored as ``invalid_config`` was
+  rejected before compiling by that same check when the space was measured, so :meth:`ReplayOracle.check`
+  reports it too (with the stored reason), it is free, and it is not counted in :meth:`ReplayOracle.space_size`
+  (as :meth:`GpuOracle.space_size <kernelcast.search.oracles.gpu.GpuOracle.space_size>` counts only the
+  configurations that pass the check).
 - **Cost.** A replayed query is charged what the stored measurement cost: its recorded compile time plus its
   stored timing cost, the sum of all its stored repetitions (the kernel time the original measurement
   spent timing; launch gaps and warm-up are not recorded, so this is a lower bound). A failure is charged
   its compile time (a compile failure in Kernel Tuner's convolution caches cost seconds).
 - **Which tasks.** Only tasks whose space is complete can be replayed faithfully.
   :func:`kernelcast.datasets.tasks.task_spaces` decides completeness; tasks it finds *incomplete* (e.g. the
-  RTX 3060 Laptop GEMM cache, a sample) are left out unless ``include_incomplete=True``. Tasks whose
-  completeness it cannot tell are kept, with a warning.
+  RTX 3060 Laptop GEMM cache, a sample) are left out unless ``include_incomplete=True``. Where it cannot
+  tell and the family is one kernelcast has registered (its own sweeps), a task (one variant) is complete
+  when every configuration of the variant's space is stored, ``invalid_config`` records included. Other
+  tasks whose completeness cannot be told are kept, with a warning.
 
 :meth:`ReplayOracle.reference_time_ms` and :meth:`ReplayOracle.optimum_ms` give the stored median runtimes,
 so a harness can score what a search found against the true optimum of the task.
@@ -38,7 +50,7 @@ import polars as pl
 
 from kernelcast.datasets.store import Store, open_store
 from kernelcast.datasets.tasks import TASK_COLUMNS, task_spaces
-from kernelcast.exceptions import InvalidParameterError
+from kernelcast.exceptions import InvalidParameterError, invalid_choice
 from kernelcast.measurement.records import Record, Scalar, Status
 from kernelcast.measurement.space import ConfigSpace, Param
 from kernelcast.search.oracles._base import Config, Oracle, Spend, Task, config_key
@@ -47,6 +59,9 @@ from kernelcast.surrogate._base import CANDIDATE_COLUMNS
 logger = logging.getLogger(__name__)
 
 _REQUIRED = (*CANDIDATE_COLUMNS, "status", "time_ms", "samples_ms")
+
+NOISE_MODES: tuple[str, ...] = ("median", "repetition", "none")
+"""Allowed values of ``ReplayOracle(noise=...)``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +78,9 @@ class _TaskTable:
     """Everything stored for one task, indexed by configuration."""
 
     by_config: dict[str, _Stored]
+    """The configurations that can run (every stored status but ``invalid_config``)."""
+    invalid: dict[str, str]
+    """Configurations stored as ``invalid_config``, with the reason they were rejected before compiling."""
     space: ConfigSpace
     optimum_ms: float | None
 
@@ -76,6 +94,8 @@ class ReplayOracle(Oracle):
         A store directory, a :class:`~kernelcast.datasets.store.Store`, or a record frame in the store's layout.
     seed : int
         Seed of the draws of stored repetitions.
+    noise : {"median", "repetition", "none"}
+        How a replayed measurement draws its repetitions (see the module docstring).
     include_incomplete : bool
         Also offer tasks whose stored space is known to be incomplete.
     name : str, optional
@@ -89,10 +109,14 @@ class ReplayOracle(Oracle):
         source: str | os.PathLike[str] | Store | pl.DataFrame,
         *,
         seed: int = 0,
+        noise: str = "median",
         include_incomplete: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__()
+        if noise not in NOISE_MODES:
+            raise invalid_choice("noise", "ReplayOracle", noise, NOISE_MODES)
+        self.noise = noise
         if isinstance(source, pl.DataFrame):
             frame, self._origin = source, name or "a record frame"
         else:
@@ -139,12 +163,16 @@ class ReplayOracle(Oracle):
             & (pl.col("device") == task.device)
         )
         by_config: dict[str, _Stored] = {}
+        invalid: dict[str, str] = {}
         values: dict[str, set[Any]] = {}
         best = np.inf
         for row in rows.iter_rows(named=True):
             config = json.loads(row["config_json"])
             for knob, value in config.items():
                 values.setdefault(knob, set()).add(value)
+            if row["status"] == Status.INVALID_CONFIG.value:
+                invalid[config_key(config)] = f"invalid_config: {row.get('error') or 'rejected before compiling'}"
+                continue
             samples = tuple(float(s) for s in (row["samples_ms"] or ()))
             if not samples and row["time_ms"] is not None:
                 samples = (float(row["time_ms"]),)
@@ -153,7 +181,8 @@ class ReplayOracle(Oracle):
             if row["status"] == Status.OK.value and row["time_ms"] is not None:
                 best = min(best, float(row["time_ms"]))
         space = ConfigSpace([Param(k, tuple(sorted(v, key=_sort_key))) for k, v in sorted(values.items())])
-        table = _TaskTable(by_config=by_config, space=space, optimum_ms=None if np.isinf(best) else float(best))
+        table = _TaskTable(by_config=by_config, invalid=invalid, space=space,
+                           optimum_ms=None if np.isinf(best) else float(best))
         self._tables[task] = table
         return table
 
@@ -162,13 +191,17 @@ class ReplayOracle(Oracle):
         return self._table(task).space
 
     def space_size(self, task: Task) -> int:
-        """Number of stored configurations of the task (failures included)."""
+        """Number of stored configurations of the task that can run (failures included, ``invalid_config`` not)."""
         return len(self._table(task).by_config)
 
     def check(self, task: Task, config: Mapping[str, Scalar]) -> str | None:
-        """A config the dataset does not hold was excluded by the space's restrictions: it cannot run."""
-        if config_key(config) in self._table(task).by_config:
+        """Why ``config`` cannot run: stored as ``invalid_config``, or not stored (excluded by the restrictions)."""
+        table = self._table(task)
+        key = config_key(config)
+        if key in table.by_config:
             return None
+        if key in table.invalid:
+            return table.invalid[key]
         return "not in the task's stored space (excluded by the space's restrictions)"
 
     def candidate_frame(self, task: Task, configs: Sequence[Mapping[str, Scalar]]) -> pl.DataFrame:
@@ -207,10 +240,16 @@ class ReplayOracle(Oracle):
         samples: tuple[float, ...] = ()
         drawn = None
         if status is Status.OK and stored.samples_ms:
-            drawn = int(self._rng.integers(len(stored.samples_ms)))
-            samples = (stored.samples_ms[drawn],)
-        protocol["replay"] = {"seed": self.seed, "drawn_index": drawn, "stored_samples": len(stored.samples_ms),
-                              "cost_seconds": stored.cost_seconds}
+            if self.noise == "repetition":
+                drawn = int(self._rng.integers(len(stored.samples_ms)))
+                samples = (stored.samples_ms[drawn],)
+            elif self.noise == "median":
+                picks = self._rng.integers(len(stored.samples_ms), size=len(stored.samples_ms))
+                samples = tuple(stored.samples_ms[int(i)] for i in picks)
+            else:
+                samples = stored.samples_ms
+        protocol["replay"] = {"seed": self.seed, "noise": self.noise, "drawn_index": drawn,
+                              "stored_samples": len(stored.samples_ms), "cost_seconds": stored.cost_seconds}
         return Record(
             family=row["family"], variant=row["variant"], source_hash=row["source_hash"], config=config,
             problem=json.loads(row["problem_json"]), dtype=row["dtype"], device=row["device"], status=status,
@@ -245,18 +284,55 @@ class ReplayOracle(Oracle):
 
 
 def _drop_incomplete(frame: pl.DataFrame, tasks: list[Task], origin: str) -> list[Task]:
-    """The tasks that :func:`~kernelcast.datasets.tasks.task_spaces` does not find incomplete."""
+    """The tasks not known to be incomplete (see the module docstring)."""
     if "protocol_json" not in frame.columns or frame.height == 0:
         return tasks
     spaces = task_spaces(frame)
     incomplete = set(spaces.filter(~pl.col("complete") & (pl.col("basis") != "unknown"))
                      .select(*TASK_COLUMNS).iter_rows())
-    unknown = spaces.filter(pl.col("basis") == "unknown").height
-    if unknown:
-        logger.warning("%s: %d task(s) of unknown completeness are replayed as if complete", origin, unknown)
-    if incomplete:
-        logger.info("%s: leaving out %d task(s) whose stored space is incomplete", origin, len(incomplete))
-    return [t for t in tasks if (t.family, t.problem_json, t.dtype, t.device) not in incomplete]
+    unknown = set(spaces.filter(pl.col("basis") == "unknown").select(*TASK_COLUMNS).iter_rows())
+    kept = [t for t in tasks if (t.family, t.problem_json, t.dtype, t.device) not in incomplete]
+    kept, sampled, guessed = _check_family_spaces(frame, kept, unknown)
+    if guessed:
+        logger.warning("%s: %d task(s) of unknown completeness are replayed as if complete", origin, guessed)
+    if incomplete or sampled:
+        logger.info("%s: leaving out %d task(s) whose stored space is incomplete", origin,
+                    len(incomplete) + sampled)
+    return kept
+
+
+def _check_family_spaces(
+    frame: pl.DataFrame, tasks: list[Task], unknown: set[tuple[str, ...]]
+) -> tuple[list[Task], int, int]:
+    """Decide the tasks of unknown completeness whose family kernelcast has registered.
+
+    Such a task (one variant on one problem) is complete when the dataset holds every configuration of the
+    variant's space (``invalid_config`` records included: the space is the product of the knobs' values).
+    Returns the tasks kept, how many were left out as incomplete, and how many are kept undecided.
+    """
+    undecided = [t for t in tasks if (t.family, t.problem_json, t.dtype, t.device) in unknown]
+    if not undecided:
+        return tasks, 0, 0
+    from kernelcast.measurement.families import family_names, get_family
+
+    registered = set(family_names())
+    columns = ["family", "variant", "problem_json", "dtype", "device"]
+    stored = {tuple(row[:-1]): row[-1] for row in frame.group_by(columns).agg(
+        pl.col("config_json").n_unique()).iter_rows()}
+    left_out: set[Task] = set()
+    guessed = 0
+    for task in undecided:
+        if task.family not in registered:
+            guessed += 1
+            continue
+        try:
+            full = len(get_family(task.family).space(task.variant))
+        except InvalidParameterError:  # a variant the registered family no longer has
+            guessed += 1
+            continue
+        if stored[(task.family, task.variant, task.problem_json, task.dtype, task.device)] < full:
+            left_out.add(task)
+    return [t for t in tasks if t not in left_out], len(left_out), guessed
 
 
 def _stored_cost_s(row: Mapping[str, Any], samples_ms: tuple[float, ...]) -> float:

@@ -191,3 +191,64 @@ def knn_surrogate(make_knn: Any) -> KnnSurrogate:
 def canonical(config: dict[str, Any]) -> str:
     """The canonical JSON of a config (as search results and stores key it)."""
     return canonical_json(config)
+
+
+class TablePrior(Surrogate):
+    """A test prior: forecasts a runtime function of the config, decides with a relative rule on forecasts.
+
+    ``decide_from_forecast`` SKIPs a candidate forecast more than ``threshold`` predictive scales slower than
+    the incumbent's forecast (or, without it, than the incumbent runtime), like the GBM's relative rule, and
+    records what it was given.
+    """
+
+    def __init__(self, time_ms: Any, *, scale: float = 0.1, threshold: float = 2.0) -> None:
+        self.time_ms = time_ms
+        self.scale = scale
+        self.threshold = threshold
+        self.seen: list[tuple[Forecast, Forecast | None]] = []
+
+    def fit(self, records: Any, y: Any = None) -> TablePrior:
+        return self
+
+    def calibrate(self, records: Any) -> TablePrior:
+        return self
+
+    def forecast(self, candidates: pl.DataFrame) -> Forecast:
+        mean = np.log([self.time_ms(json.loads(c)) for c in candidates["config_json"]]).astype(np.float64)
+        n = mean.shape[0]
+        return Forecast(mean, mean - 1.645 * self.scale, mean + 1.645 * self.scale, 0.9, p_fail=np.zeros(n),
+                        log_time_scale=np.full(n, self.scale))
+
+    def predict_proba_faster(self, candidates_a: pl.DataFrame, candidates_b: pl.DataFrame) -> np.ndarray:
+        fa, fb = self.forecast(candidates_a), self.forecast(candidates_b)
+        return ndtr((fb.log_time_mean - fa.log_time_mean) / (math.sqrt(2.0) * self.scale))
+
+    def decide(self, candidates: pl.DataFrame, incumbent_ms: Any, *, incumbent: Any = None) -> list[Decision]:
+        reference = self.forecast(incumbent) if incumbent is not None else None
+        return self.decide_from_forecast(self.forecast(candidates), incumbent_ms, incumbent=reference)
+
+    def decide_from_forecast(self, forecast: Forecast, incumbent_ms: Any, *,
+                             incumbent: Forecast | None = None) -> list[Decision]:
+        self.seen.append((forecast, incumbent))
+        scale = forecast.log_time_scale
+        if incumbent is not None:
+            gap = (forecast.log_time_mean - incumbent.log_time_mean) / np.sqrt(scale**2 + incumbent.log_time_scale**2)
+        else:
+            gap = (forecast.log_time_mean - np.log(incumbent_ms)) / scale
+        return [Decision.SKIP if g > self.threshold else Decision.MEASURE for g in gap]
+
+
+def distorted_toy_time_ms(config: dict[str, Any]) -> float:
+    """The toy landscape as a prior trained elsewhere sees it: right about WARPS, UNROLL and VEC, but it puts
+    the best BLOCK at 32 instead of 128."""
+    return toy_time_ms(config["BLOCK"] * 4 if config["BLOCK"] <= 128 else config["BLOCK"] * 16, config["WARPS"],
+                       config["UNROLL"], config["VEC"])
+
+
+@pytest.fixture
+def make_prior() -> Any:
+    """A factory of :class:`TablePrior` on the distorted toy landscape."""
+    def make(**kwargs: Any) -> TablePrior:
+        return TablePrior(distorted_toy_time_ms, **kwargs)
+
+    return make

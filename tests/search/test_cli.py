@@ -26,7 +26,8 @@ def test_search_smoke_on_a_small_replay_task(toy_store, tmp_path):
             "--run-dir", str(tmp_path / "runs"), "--no-mlflow"]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "median best/optimum" in result.output
+    assert "Search results" in result.output
+    assert "median" in result.output
     data = json.loads(out.read_text())
     assert list(data["summary"]) == ["random", "tpe", "cmaes"]
     assert [r["measurements"] for r in data["runs"]] == [5] * 6

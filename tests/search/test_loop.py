@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -195,3 +196,76 @@ def test_space_encoding_round_trips(toy_frame):
     assert dists["BLOCK"].high == 5  # index of 512 among 16..512
     config = {"BLOCK": 512, "UNROLL": 2, "VEC": 1, "WARPS": 1}
     assert decode(space, encode(space, config)) == config
+
+
+def _screened(**changes):
+    import dataclasses
+
+    from kernelcast.search import get_strategy
+
+    return dataclasses.replace(get_strategy("surrogate"), name="test", **changes)
+
+
+def test_local_proposals_are_one_step_neighbours_of_the_best_measured(toy_frame, make_prior, tmp_path):
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    space = oracle.space(task)
+    strategy = _screened(sampler="random", proposals_per_step=8, local_proposals=6)
+    result = run_search(task, oracle, strategy=strategy, budget=16, surrogate=make_prior(), seed=3, run_dir=tmp_path)
+    trials = _study(tmp_path, result).get_trials(deepcopy=False)
+    local = [t for t in trials if t.user_attrs.get("proposal") == "local"]
+    assert len(local) >= 6
+    order = {p.name: list(p.values) for p in space.params}
+    measured = [m.config for m in result.measurements]
+    for trial in local:
+        config = trial.user_attrs["config"]
+        steps = [min(sum(abs(order[k].index(config[k]) - order[k].index(parent[k])) for k in order)
+                     for parent in measured if parent != config)]
+        assert steps[0] == 1, config  # one knob, one step away from a measured configuration
+    assert all(t.state.is_finished() for t in trials)
+
+
+def test_the_incumbent_configuration_given_to_the_rule_is_the_best_measured(toy_frame, make_prior):
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    prior = make_prior()
+    result = run_search(task, oracle, strategy=_screened(sampler="random", proposals_per_step=16, learn=False),
+                        budget=12, surrogate=prior, seed=1)
+    assert len(prior.seen) >= 2
+    assert all(incumbent is not None and len(incumbent) == 1 for _, incumbent in prior.seen)
+    # the last decision was made against the best configuration measured before the last step
+    best_before_last = min((m for m in result.measurements[:-4] if m.time_ms is not None), key=lambda m: m.time_ms)
+    expected = prior.forecast(oracle.candidate_frame(task, [best_before_last.config])).log_time_mean
+    np.testing.assert_allclose(prior.seen[-1][1].log_time_mean, expected)
+
+
+def test_the_first_step_screens_a_wider_batch(toy_frame, make_prior, tmp_path):
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    strategy = _screened(sampler="random", first_proposals=60, proposals_per_step=10)
+    result = run_search(task, oracle, strategy=strategy, budget=8, surrogate=make_prior(), seed=2, run_dir=tmp_path)
+    trials = _study(tmp_path, result).get_trials(deepcopy=False)
+    decided = [t.user_attrs["screen"]["step"] for t in trials if "screen" in t.user_attrs]
+    # step 1 screened 60 fresh proposals: 4 measured, the best 10 of the rest kept pending (decided later)
+    assert decided.count(1) == 60 - 10
+
+
+def test_a_prior_that_decides_on_forecasts_learns_the_task_through_the_adapter(toy_frame, make_prior):
+    import dataclasses
+
+    from kernelcast.search.adapt import TaskAdapter
+
+    oracle = ReplayOracle(toy_frame, seed=0)
+    task = _task(oracle)
+    strategy = _screened(sampler="random", first_proposals=0, proposals_per_step=32, local_proposals=8,
+                         ranking="improvement")
+    search = Search(task, oracle, strategy=strategy, budget=24, surrogate=make_prior(), seed=0)
+    assert isinstance(search.screener.surrogate, TaskAdapter)
+    result = search.run()
+    assert search.screener.surrogate.n_updates_ >= 5
+    assert search.screener.surrogate.records_.height == 24
+    # the prior alone would settle on BLOCK=32; learning the task finds the right BLOCK
+    assert result.best.config["BLOCK"] == 128
+    unlearned = run_search(task, oracle.fork(0), strategy=dataclasses.replace(strategy, learn=False), budget=24,
+                           surrogate=make_prior(), seed=0)
+    assert unlearned.best.time_ms > result.best.time_ms

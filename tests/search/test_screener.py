@@ -145,3 +145,18 @@ def test_the_incumbent_configuration_reaches_surrogates_that_use_it():
     assert surrogate.seen is row
     plain = FixedSurrogate(times_ms=[3.0, 0.5])  # its decide takes no incumbent: called without it
     assert Screener(plain).screen(FRAME.head(2), 1.0, incumbent=row).decisions == (Decision.SKIP, Decision.MEASURE)
+
+
+def test_optimism_ranks_uncertain_candidates_up_without_changing_decisions():
+    class Unsure(FixedSurrogate):
+        def uncertainty(self, candidates):
+            return np.array([0.0, 0.5, 0.0])[: candidates.height]
+
+    surrogate = Unsure(times_ms=[0.5, 0.6, 0.7])
+    plain = Screener(surrogate).screen(FRAME.head(3), incumbent_ms=10.0)
+    bold = Screener(surrogate, optimism=1.0).screen(FRAME.head(3), incumbent_ms=10.0)
+    assert plain.priority() == [0, 1, 2]
+    assert bold.priority() == [1, 0, 2]  # 0.6 ms at 0.5 sd faster is 0.36 ms
+    assert bold.decisions == plain.decisions
+    with pytest.raises(InvalidParameterError, match=r"'optimism' parameter of Screener must be a float >= 0"):
+        Screener(surrogate, optimism=-1.0)
