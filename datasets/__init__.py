@@ -73,7 +73,9 @@ def load(name_or_path: str | os.PathLike[str], *, lazy: bool = False) -> pl.Data
         One row per record, in the store's row layout (``time_ms`` in ms).
     """
     path = Path(name_or_path)
-    is_name = isinstance(name_or_path, str) and path.name == name_or_path and not path.exists()
+    # A bare name is a shipped dataset unless it names a store folder here (a plain folder of the same name,
+    # e.g. the repository's own kernelcast/ package, is not one).
+    is_name = isinstance(name_or_path, str) and path.name == name_or_path and not (path / "records").is_dir()
     if is_name:
         path = DATASETS_DIR / name_or_path
         if not (path / "records").is_dir():
