@@ -53,3 +53,18 @@ def test_shipped_kernel_tuner_dataset_matches_a_fresh_import(imported):
     )
     assert stored == fresh
     assert len(complete_tasks(shipped)) == 11
+
+
+def test_a_bare_name_means_the_shipped_dataset_even_beside_a_plain_folder_of_that_name(tmp_path, monkeypatch):
+    (tmp_path / "kernel_tuner").mkdir()  # e.g. the repository root holds a kernelcast/ package folder
+    monkeypatch.chdir(tmp_path)
+    assert load("kernel_tuner", lazy=True).select(pl.len()).collect().item() == 107_308
+
+
+def test_shipped_measured_datasets_hold_what_their_cards_say():
+    counts = {name: load(name, lazy=True).group_by("status").len().collect() for name in
+              ("kernelcast", "inductor", "kernelcast_repeat")}
+    ok = {name: int(frame.filter(pl.col("status") == "ok")["len"].sum()) for name, frame in counts.items()}
+    assert ok == {"kernelcast": 93_492, "inductor": 3_900, "kernelcast_repeat": 6_982}
+    sources = load("inductor", lazy=True).select(pl.col("source_hash").n_unique()).collect().item()
+    assert sources == 2_263
