@@ -18,9 +18,9 @@ Two steps, one command:
 Usage (GPU machine, from the repository root)::
 
     source benchmarks/device_env.sh
-    PYTHONUNBUFFERED=1 python3 benchmarks/harvest_inductor.py --store datasets/kernelcast --minutes 8.5
-    PYTHONUNBUFFERED=1 python3 benchmarks/harvest_inductor.py --store datasets/kernelcast --minutes 9 \
-        --library datasets/kernelcast/harvest/inductor-TIME.jsonl.gz      # measure more, no harvest
+    PYTHONUNBUFFERED=1 python3 benchmarks/harvest_inductor.py --store datasets/inductor --minutes 8.5
+    PYTHONUNBUFFERED=1 python3 benchmarks/harvest_inductor.py --store datasets/inductor --minutes 9 \
+        --library datasets/inductor/harvest/inductor-TIME.jsonl.gz      # measure more, no harvest
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ log = logging.getLogger("harvest_inductor")
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", type=Path, default=Path("datasets/kernelcast"))
+    parser.add_argument("--store", type=Path, default=Path("datasets/inductor"))
     parser.add_argument("--library", type=Path, default=None, help="measure this library; skip the harvest")
     parser.add_argument("--resume-harvest", type=Path, default=None,
                         help="harvest only the tasks this library lacks, rewrite it with the new kernels added, "
