@@ -10,14 +10,17 @@ How completeness is decided, per task, by the first rule that applies (the ``bas
 1. ``"given"``: an expected number of configurations passed in ``spaces``, by ``task_id`` or by family;
 2. ``"space_size"``: the largest ``space_size`` in the task's protocols. kernelcast's own sweeps record there
    the number of configurations of the family's space (over all variants) for the problem;
-3. ``"tune_params"`` (Kernel Tuner imports): the task holds every configuration of the product of its
+3. ``"family_space"`` (kernelcast's own records): the family is registered with kernelcast, and the task holds
+   every configuration of every variant of its space (``invalid_config`` records included: the space is the
+   product of the knobs' values);
+4. ``"tune_params"`` (Kernel Tuner imports): the task holds every configuration of the product of its
    ``tune_params`` (the protocol keeps them);
-4. ``"cross_device"`` (Kernel Tuner and KTT imports): Kernel Tuner caches do not record the restrictions that
+5. ``"cross_device"`` (Kernel Tuner and KTT imports): Kernel Tuner caches do not record the restrictions that
    cut the product down (2D convolution: 16,896 in the product, 6,768 valid), so the space is taken to be
    the union of the configurations seen for the same kernel, problem and dtype on every device, and needs
    at least two devices: a task is complete if it holds all of them (the RTX 3060 Laptop GEMM cache, a
    sample of 10,000 of the 17,956, is not);
-5. ``"unknown"``: none of the above; the task is not called complete.
+6. ``"unknown"``: none of the above; the task is not called complete.
 
 Every record counts, failures included: a configuration that failed to compile is a measured outcome.
 """
@@ -93,6 +96,7 @@ def task_spaces(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | 
         "task_id",
         *TASK_COLUMNS,
         "config_json",
+        pl.concat_str(pl.col("variant").fill_null(""), pl.col("config_json"), separator="\n").alias("variant_config"),
         pl.col("protocol_json").str.json_path_match("$.source").alias("source"),
         pl.col("protocol_json").str.json_path_match("$.space_size").cast(pl.Int64, strict=False).alias("space_size"),
         pl.col("protocol_json").str.json_path_match("$.tune_params").alias("tune_params"),
@@ -101,9 +105,10 @@ def task_spaces(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | 
         rows.group_by("task_id", *TASK_COLUMNS)
         .agg(
             pl.col("config_json").n_unique().alias("n_configs"),
+            pl.col("variant_config").n_unique().alias("n_variant_configs"),
             pl.col("space_size").max().alias("space_size"),
             pl.col("tune_params").drop_nulls().first().alias("tune_params"),
-            pl.col("source").is_in(list(TUNER_SOURCES)).all().alias("from_tuner"),
+            pl.col("source").is_in(list(TUNER_SOURCES)).fill_null(False).all().alias("from_tuner"),
         )
         .sort("task_id")
     )
@@ -114,7 +119,10 @@ def task_spaces(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | 
     tasks = tasks.join(union, on=kernel_columns, how="left")
     expected: list[int | None] = []
     basis: list[str] = []
+    stored: list[int] = []
+    family_sizes = _family_space_sizes(tasks["family"].unique().to_list())
     for row in tasks.iter_rows(named=True):
+        stored.append(row["n_configs"])
         given = spaces.get(row["task_id"], spaces.get(row["family"]))
         product = _product_size(row["tune_params"])
         size: int | None
@@ -122,6 +130,9 @@ def task_spaces(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | 
             size, how = given, "given"
         elif row["space_size"] is not None:
             size, how = int(row["space_size"]), "space_size"
+        elif not row["from_tuner"] and row["family"] in family_sizes:
+            size, how = family_sizes[row["family"]], "family_space"
+            stored[-1] = row["n_variant_configs"]  # variants of one family may share knob names
         elif row["from_tuner"] and product is not None and row["union_configs"] == product:
             size, how = product, "tune_params"
         elif row["from_tuner"] and row["n_devices"] >= 2:
@@ -131,8 +142,9 @@ def task_spaces(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | 
         expected.append(size)
         basis.append(how)
     return (
-        tasks.select("task_id", *TASK_COLUMNS, "n_configs")
+        tasks.select("task_id", *TASK_COLUMNS)
         .with_columns(
+            pl.Series("n_configs", stored, dtype=pl.UInt32),
             pl.Series("expected_configs", expected, dtype=pl.Int64),
             pl.Series("basis", basis, dtype=pl.String),
         )
@@ -142,6 +154,22 @@ def task_spaces(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | 
             )
         )
     )
+
+
+def _family_space_sizes(families: list[str]) -> dict[str, int]:
+    """Configurations over all variants of each of ``families`` that kernelcast registers (others left out)."""
+    from kernelcast.measurement.families import family_names, get_family
+
+    registered = set(family_names())
+    sizes: dict[str, int] = {}
+    for name in families:
+        if name in registered:
+            family = get_family(name)
+            try:
+                sizes[name] = sum(len(family.space(v)) for v in family.variants)
+            except Exception:  # noqa: BLE001 - a family whose space depends on the problem has no fixed size
+                continue
+    return sizes
 
 
 def complete_tasks(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | None = None) -> list[str]:

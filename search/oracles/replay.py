@@ -288,9 +288,11 @@ def _drop_incomplete(frame: pl.DataFrame, tasks: list[Task], origin: str) -> lis
     if "protocol_json" not in frame.columns or frame.height == 0:
         return tasks
     spaces = task_spaces(frame)
-    incomplete = set(spaces.filter(~pl.col("complete") & (pl.col("basis") != "unknown"))
+    # A task of a kernelcast family is decided per variant below (a replayed task searches one variant).
+    per_variant = pl.col("basis").is_in(["unknown", "family_space"])
+    incomplete = set(spaces.filter(~pl.col("complete") & ~per_variant)
                      .select(*TASK_COLUMNS).iter_rows())
-    unknown = set(spaces.filter(pl.col("basis") == "unknown").select(*TASK_COLUMNS).iter_rows())
+    unknown = set(spaces.filter(per_variant).select(*TASK_COLUMNS).iter_rows())
     kept = [t for t in tasks if (t.family, t.problem_json, t.dtype, t.device) not in incomplete]
     kept, sampled, guessed = _check_family_spaces(frame, kept, unknown)
     if guessed:

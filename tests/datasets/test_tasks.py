@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import collections
 import statistics
 
 import polars as pl
@@ -102,8 +103,13 @@ def test_kernelcast_sweeps_are_complete_by_their_recorded_space_size():
     assert len(complete_tasks(sweep)) == 1
     assert complete_tasks(sweep.head(2)) == []
     unrecorded = records_frame([_own_record(b, None) for b in (16, 32, 64)])
-    assert task_spaces(unrecorded)["basis"].to_list() == ["unknown"]
+    described = task_spaces(unrecorded)  # matmul is registered: its space (every variant) is the yardstick
+    assert described["basis"].to_list() == ["family_space"]
+    assert described["expected_configs"].to_list() == [7008]
     assert complete_tasks(unrecorded) == []
+    unregistered = unrecorded.with_columns(pl.lit("someone_elses_kernel").alias("family"))
+    assert task_spaces(unregistered)["basis"].to_list() == ["unknown"]
+    assert complete_tasks(unregistered) == []
 
 
 def test_task_optimum_is_the_fastest_ok_median(kernel_tuner_frame, cache_files, raw_cache):
@@ -125,3 +131,17 @@ def test_task_optimum_errors(kernel_tuner_frame):
     task_id = task_frame(failed)["task_id"][0]
     with pytest.raises(InvalidParameterError, match=r"has no 'ok' record"):
         task_optimum(failed, task_id)
+
+
+def test_kernelcast_tasks_are_complete_by_their_registered_family_space():
+    from kernelcast.datasets import load
+
+    frame = load("kernelcast")
+    spaces = task_spaces(frame)
+    assert set(spaces["basis"]) == {"family_space"}
+    complete = complete_tasks(frame)
+    assert len(complete) == 49  # the dataset card's count
+    per_family = collections.Counter(task_id.split(" | ")[0] for task_id in complete)
+    assert min(per_family.values()) >= 3 and len(per_family) == 8  # the dataset issue: >= 3 shapes per family
+    sampled = spaces.filter(~pl.col("complete"))
+    assert (sampled["n_configs"] < sampled["expected_configs"]).all()
