@@ -24,7 +24,8 @@ compilation (or loading the cached object code). Every model fits and forecasts 
 The candidates are distinct: the configurations of the GEMM tune_params product on 8 square problem sizes,
 of which ``--candidates`` are drawn without replacement.
 
-Each timing is the median of ``--repeats`` runs after one warm-up. Writes
+Each timing is the median of ``--repeats`` runs after one warm-up (``candidates_per_second``), and the best
+of them (``candidates_per_second_best``: the run least slowed by other processes on shared cores). Writes
 benchmarks/results/surrogate_throughput.json with the CPU, core count, load average and software versions.
 
 Run from the repository root::
@@ -98,14 +99,15 @@ def candidate_frame(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
     })
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Median and best wall time (s) of ``repeats`` calls of ``fn`` after one warm-up call."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def tree_counts(model) -> dict[str, int]:
@@ -163,14 +165,15 @@ def main() -> None:
             "models": timed(lambda m=model, x=X_model: m._raw_forecast(x, x), args.repeats),
         }
         small = candidates.head(64)
-        batch64_s = timed(lambda m=model, c=small: m.forecast(c), 50)
+        batch64_s = timed(lambda m=model, c=small: m.forecast(c), 50)[0]
         results[name] = {
             "threads": int(threads or 1),
             "fit_seconds": round(fit_s, 2),
             "first_forecast_seconds": round(first_s, 2),
             "trees": tree_counts(model),
-            "seconds": {k: round(v, 4) for k, v in seconds.items()},
-            "candidates_per_second": {k: round(args.candidates / v) for k, v in seconds.items()},
+            "seconds": {k: round(v[0], 4) for k, v in seconds.items()},
+            "candidates_per_second": {k: round(args.candidates / v[0]) for k, v in seconds.items()},
+            "candidates_per_second_best": {k: round(args.candidates / v[1]) for k, v in seconds.items()},
             "batch64_ms": round(batch64_s * 1e3, 2),
         }
         logger.info("%s %s", name, results[name])
@@ -184,6 +187,8 @@ def main() -> None:
         "goal_candidates_per_second": GOAL_PER_SECOND,
         "gbm_meets_goal": {k: v["candidates_per_second"]["forecast"] >= GOAL_PER_SECOND
                            for k, v in results.items() if k.startswith("gbm")},
+        "gbm_meets_goal_best": {k: v["candidates_per_second_best"]["forecast"] >= GOAL_PER_SECOND
+                                for k, v in results.items() if k.startswith("gbm")},
         "n_candidates": args.candidates,
         "repeats": args.repeats,
         "candidates": ("distinct kernel_tuner/Xgemm candidates on NVIDIA GeForce RTX 3090: configurations of its "
