@@ -60,7 +60,8 @@ def test_evaluate_refuses_a_split_that_would_leak(store_dir, tmp_path):
 
 
 def test_unknown_model_lists_the_registered_ones(store_dir, tmp_path):
-    result = CliRunner().invoke(app, ["train", "--data", str(store_dir), "--model", "llm", "--out",
+    result = CliRunner().invoke(app, ["train", "--data", str(store_dir), "--model", "no_such_model", "--out",
                                       str(tmp_path / "m"), "--no-mlflow"])
     assert result.exit_code == 2
     assert "'gbm', 'forest', 'roofline'" in result.output
+    assert "'llm'" in result.output and "no_such_model" in result.output
