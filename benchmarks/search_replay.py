@@ -44,7 +44,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -262,6 +264,21 @@ def r_space(config: dict[str, Any], task: Task) -> int:
 
 
 # -- report -------------------------------------------------------------------------------------------------
+def dumps(data: dict[str, Any]) -> str:
+    """The result file's JSON: indented, but each run on one line (curves rounded to 5 digits)."""
+    body = {k: v for k, v in data.items() if k not in ("runs", "reach_runs")}
+    text = json.dumps(body, indent=1)[:-2]
+    for key in ("runs", "reach_runs"):
+        if key in data:
+            rows = []
+            for run in data[key]:
+                run = {**run, "curve": [round(x, 5) for x in run["curve"]]}
+                rows.append("  " + json.dumps(run, separators=(",", ":")))
+            text += f',\n "{key}": [\n' + ",\n".join(rows) + "\n ]"
+    return text + "\n}\n"
+
+
+
 def _fmt(value: object, spec: str = ".3f") -> str:
     if value is None or (isinstance(value, float) and math.isinf(value)):
         return "never"
@@ -287,8 +304,12 @@ def _table(section: dict[str, Any]) -> list[str]:
 def markdown(data: dict[str, Any], title: str) -> str:
     """A readable summary of a result file: goals, strategies, small spaces, per-task medians."""
     config = data["config"]
+    commands = [part["command"] for part in config.get("merged_from", [])] or [config.get("command", "")]
+    produced = "; ".join(f"`{c}`" for c in commands)
+    if config.get("merged_from"):
+        produced += f", then written here by `{config.get('command', '')}`"
     lines = [f"# {title}", "",
-             f"Produced by `{config.get('command', 'benchmarks/search_replay.py')}`; every number below is in "
+             f"Produced by {produced} (commit {str(config.get('git_commit'))[:10]}); every number below is in "
              f"`{data.get('file', '')}`.", "",
              f"Replay of `{config['dataset']}`; surrogate: {config['surrogate']}. Budget: 2% of each task's "
              "runnable space, rounded up, at most 50 measurements. "
@@ -320,10 +341,11 @@ def markdown(data: dict[str, Any], title: str) -> str:
 
 # -- running ------------------------------------------------------------------------------------------------
 def _git_commit() -> str | None:
+    """The checkout's commit, or ``KERNELCAST_COMMIT`` for a run from an exported tree (``git archive``)."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return os.environ.get("KERNELCAST_COMMIT")
 
 
 def _versions() -> dict[str, str]:
@@ -361,7 +383,8 @@ def run(args: argparse.Namespace) -> tuple[list[RunScore], list[RunScore], dict[
         runs += result.runs
         if args.reach_budget:
             reach = min(args.reach_budget, oracle.space_size(task))
-            reach_runs += run_harness(oracle, [task], "tpe", args.seeds, budget=reach, on_run=progress).runs
+            reach_runs += run_harness(oracle, [task], "tpe", args.seeds, budget=reach, track=args.mlflow,
+                                      on_run=progress).runs
     config = {
         "dataset": args.dataset,
         "oracle": oracle.describe(),
@@ -384,7 +407,7 @@ def run(args: argparse.Namespace) -> tuple[list[RunScore], list[RunScore], dict[
         if args.reach_budget else {},
         "small_floor": args.small_floor,
         "dataset_records": frame.height,
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "git_commit": _git_commit(),
         "versions": _versions(),
         "machine": f"{platform.machine()} {platform.processor() or ''} (replay: no GPU used)".strip(),
@@ -435,12 +458,12 @@ def main() -> None:
                                   "strategies": sorted({r["strategy"] for r in part["runs"]}),
                                   "wall_seconds": part["config"].get("wall_seconds")}
                                  for p, part in zip(args.merge, parts)]
-        config["command"] = " ".join(["python", *sys.argv])
+        config["command"] = shlex.join(["python", *sys.argv])
     else:
         runs, reach_runs, config = run(args)
     data = assemble(runs, reach_runs, config, config["small_floor"], DEVELOPMENT.get(config["holdout"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1) + "\n")
+    args.out.write_text(dumps(data))
     title = args.title or f"Search strategies on {config['dataset']} (replay, held out by {config['holdout']})"
     (args.markdown or args.out.with_suffix(".md")).write_text(markdown({**data, "file": args.out.name}, title))
     plot = args.plot or args.out.parent / "plots" / f"{args.out.stem}.png"

@@ -26,7 +26,14 @@ Two rules:
     (``_handle_awaiting_selection``) and ``runbook/configs/kernel_search/*__surrogate_filtered.json``.
 
 Both rules rank by *expected speed*, ``(1 - p_fail) / exp(log_time_mean)`` (a failure counts as zero speed),
-the runtime analogue of the expected-bin-index score, which also puts a failure bin at the bottom.
+the runtime analogue of the expected-bin-index score, which also puts a failure bin at the bottom. The
+``selective`` rule can rank by *expected improvement* instead (``ranking="improvement"``, once something
+ran): ``(1 - p_fail) * E[max(0, ln incumbent_ms - ln time)]`` with the log time normal around the forecast,
+its sd the surrogate's ``uncertainty(candidates)`` where it has one (a
+:class:`~kernelcast.search.adapt.TaskAdapter`: the learned correction's sd) or its predictive scale. A near
+copy of the incumbent then ranks low however fast it is forecast; a configuration the correction is unsure
+about ranks higher. ``optimism`` > 0 instead ranks by expected speed at a forecast that many sds faster.
+The MEASURE / SKIP / DEFER decisions do not depend on the ranking.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ distortion (which it does not). :class:`TaskAdapter` wraps such a *prior* surrog
 The correction is a Gaussian process fitted on the residuals ``ln(time_ms) - prior mean`` of every ``ok``
 record of the run, over the task's knobs: a knob of numbers as the index of its value among the sorted
 values, scaled to [0, 1] (the order Optuna sees, see :func:`kernelcast.search.loop.distributions`), any
-other knob one-hot. Kernel: constant x Matern(5/2) with one length scale per input plus white noise, fitted
-by maximum marginal likelihood on every update (the run holds at most a budget of records, so a refit from
-scratch costs milliseconds). Its mean is the residuals' mean, so far from every measured configuration the
+other knob one-hot. Kernel: constant x Matern(5/2) with one length scale per input plus white noise, its
+hyperparameters fitted by maximum marginal likelihood whenever the records have grown by half since the
+last fit, the GP itself refitted on every update (the run holds at most a budget of records: milliseconds).
+Its mean is the residuals' mean, so far from every measured configuration the
 forecast returns to the prior plus the task's level. It starts after :attr:`TaskAdapter.min_records`
 ``ok`` records; before that the prior is used as it is. A fitted correction is kept only while it
 predicts each record's residual from the others (leave one out, in closed form) better than the residuals'
@@ -22,8 +23,11 @@ mean does: with a prior that already ranks the task well, a correction fitted to
 would only move the ranking at random, so then the prior is used with the task's level alone.
 
 Decisions are the prior's own calibrated rule (``decide_from_forecast``) applied to the corrected
-forecasts, with the prior's predictive scale kept: the SKIP threshold stays the one calibrated across
-GPUs or shapes, and the correction only moves forecasts. A prior must therefore offer
+forecasts: the SKIP threshold stays the one calibrated across GPUs or shapes; the correction moves the
+forecasts and widens their predictive scale by its own uncertainty, ``sqrt(prior scale**2 + correction
+sd**2)``, so a configuration far from everything measured is harder to SKIP (it is *uncertain*) than one
+next to measured ones. :meth:`TaskAdapter.uncertainty` gives that sd to rank candidates by expected
+improvement (:class:`~kernelcast.search._base.Screener`, ``ranking="improvement"``). A prior must therefore offer
 ``decide_from_forecast`` (:func:`adaptable`); a search whose surrogate does not learns through the
 surrogate's own :meth:`~kernelcast.surrogate._base.Surrogate.update` instead.
 """
