@@ -38,33 +38,9 @@ def noise_table(frame: pl.DataFrame, by: str = "family") -> str:
     return "\n".join(lines)
 
 
-def family_complete_tasks(frame: pl.DataFrame) -> set[str]:
-    """Task ids whose every variant holds every configuration of its registered family's space.
-
-    Tasks of families kernelcast does not register are complete when :func:`complete_tasks` says so.
-    """
-    from kernelcast.measurement.families import family_names, get_family
-
-    registered = set(family_names())
-    per_variant = task_frame(frame).group_by("task_id", "family", "variant").agg(pl.col("config_json").n_unique())
-    complete: dict[str, bool] = {}
-    for task_id, family, variant, n in per_variant.iter_rows():
-        if family not in registered:
-            continue
-        fam = get_family(family)
-        full = n == len(fam.space(variant)) if variant in fam.variants else False
-        complete[task_id] = complete.get(task_id, True) and full
-    variants = per_variant.group_by("task_id", "family").agg(pl.col("variant").n_unique())
-    for task_id, family, n_variants in variants.iter_rows():
-        if family in registered and n_variants < len(get_family(family).variants):
-            complete[task_id] = False
-    return {t for t, ok in complete.items() if ok} | set(complete_tasks(frame.filter(
-        ~pl.col("family").is_in(list(registered)))))
-
-
 def task_table(frame: pl.DataFrame) -> str:
     """Markdown table of every task: records, ok, invalid_config, other failures, complete space."""
-    complete = family_complete_tasks(frame)
+    complete = set(complete_tasks(frame))
     tasks = task_frame(frame).group_by("task_id", "family", "problem_json", "dtype").agg(
         pl.len().alias("n"),
         (pl.col("status") == "ok").sum().alias("ok"),
@@ -98,7 +74,7 @@ def main() -> int:
     frame = load(args.store)
     out = [f"records {frame.height:,}, ok {int((frame['status'] == 'ok').sum()):,}, "
            f"distinct sources {frame['source_hash'].n_unique():,}, tasks "
-           f"{task_frame(frame).select('task_id').n_unique():,}, complete {len(family_complete_tasks(frame))}", "",
+           f"{task_frame(frame).select('task_id').n_unique():,}, complete {len(complete_tasks(frame))}", "",
            status_table(frame), "", noise_table(frame)]
     if args.since:
         for label, part in (("before", frame.filter(pl.col("created_at") < args.since)),
