@@ -46,6 +46,10 @@ PART_MIB = 24
 WHEELS = ("polars", "polars-runtime-32", "gguf")
 """Packages the GPU image lacks that the LLM surrogate's training run needs."""
 
+SEARCH_WHEELS = ("optuna", "alembic", "colorlog", "sqlalchemy", "mako", "lightgbm", "lleaves")
+"""Packages the GPU image lacks that the GBM prior, the live search and the CPU throughput benchmark need
+(``pack --with-search``); the image has scikit-learn, scipy, tqdm, PyYAML and llvmlite."""
+
 PLATFORM_ARGS = [
     "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
     "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
@@ -61,7 +65,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pack(out: Path, part_mib: int) -> None:
+def pack(out: Path, part_mib: int, with_search: bool = False) -> None:
     """Write the compressed stream as parts of at most ``part_mib`` MiB plus ``manifest.json`` into ``out``."""
     sys.path.insert(0, str(ROOT))
     from kernelcast.surrogate.llm.base import locate_gguf
@@ -72,7 +76,8 @@ def pack(out: Path, part_mib: int) -> None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        pins = [f"{name}=={importlib.metadata.version(name)}" for name in WHEELS]
+        names = WHEELS + (SEARCH_WHEELS if with_search else ())
+        pins = [f"{name}=={importlib.metadata.version(name)}" for name in names]
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *PLATFORM_ARGS, "-d",
                         str(tmp / "wheels"), *pins], check=True)
         site = tmp / "site"
@@ -179,6 +184,8 @@ def main() -> None:
     p_pack = sub.add_parser("pack", help="here: write .llm/partK/ folders (one part and the manifest each)")
     p_pack.add_argument("--out", type=Path, default=ROOT / ".llm")
     p_pack.add_argument("--part-mib", type=int, default=PART_MIB)
+    p_pack.add_argument("--with-search", action="store_true",
+                        help="also the wheels of the GBM prior, the live search and the throughput benchmark")
     p_split = sub.add_parser("resplit", help="here: cut the packed stream into parts of another size")
     p_split.add_argument("--out", type=Path, default=ROOT / ".llm")
     p_split.add_argument("--part-mib", type=int, default=PART_MIB)
@@ -189,7 +196,7 @@ def main() -> None:
     p_unpack.add_argument("--dest", type=Path, default=DEST)
     args = parser.parse_args()
     if args.command == "pack":
-        pack(args.out, args.part_mib)
+        pack(args.out, args.part_mib, args.with_search)
     elif args.command == "resplit":
         resplit(args.out, args.part_mib)
     elif args.command == "receive":

@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="a trained surrogate (default: train one here)")
     parser.add_argument("--exhaustive", action="store_true", help="also measure the whole space (the optimum)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--store", type=Path, default=None,
+                        help="a record store that keeps every measurement of the run (searches and --exhaustive)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/search_live_gpu.json"))
     parser.add_argument("--interpret", action="store_true",
                         help="CPU smoke run through Triton's interpreter (use a tiny --shape and --budget); no autotuner")
@@ -184,11 +186,11 @@ def main() -> None:
         "shape": args.shape, "problem": problem.as_dict(), "dtype": args.dtype, "variant": "blocked",
         "budget": args.budget, "seed": args.seed, "surrogate": model_info, "command": " ".join(["python3", *sys.argv]),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__},
-        "searches": {},
+        "searches": {}, "store": str(args.store) if args.store else None,
     }
     bench = Benchmarker(mode="interpret", origin="kernelcast.search") if args.interpret else None
     with GpuOracle(["matmul"], shapes=[args.shape], dtypes=[args.dtype], variants=["blocked"],
-                   benchmarker=bench) as oracle:
+                   benchmarker=bench, store=args.store) as oracle:
         (task,) = oracle.tasks()
         report["device"] = task.device
         report["space_size"] = oracle.space_size(task)

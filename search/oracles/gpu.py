@@ -40,6 +40,10 @@ class GpuOracle(Oracle):
         Source variants; default: every variant of each family.
     benchmarker : Benchmarker, optional
         A configured benchmarker; default ``Benchmarker(mode="gpu")``.
+    store : Store or path-like, optional
+        A record store (:class:`~kernelcast.datasets.Store`) that keeps every record this oracle measures,
+        failures included: each batch is appended as soon as it is measured, so nothing measured is lost
+        when a search stops early.
     """
 
     name = "gpu"
@@ -52,9 +56,13 @@ class GpuOracle(Oracle):
         dtypes: Sequence[str] = ("float16",),
         variants: Sequence[str] | None = None,
         benchmarker: Any = None,
+        store: Any = None,
     ) -> None:
         super().__init__()
+        from kernelcast.datasets import Store
         from kernelcast.measurement import Benchmarker
+
+        self.store = store if store is None or isinstance(store, Store) else Store(store)
 
         self._bench = benchmarker if benchmarker is not None else Benchmarker(mode="gpu", origin="kernelcast.search")
         self._families = tuple(families)
@@ -142,11 +150,20 @@ class GpuOracle(Oracle):
         _, problem = self._family_problem(task)
         candidates: Iterable[Candidate] = [Candidate(task.family, task.variant, c, problem) for c in configs]
         before = self._bench.gpu_seconds
-        for record in self._bench.measure(candidates):
-            after = self._bench.gpu_seconds
-            self._charged[record.key] = (record.compile_time_ms or 0.0) / 1000.0 + (after - before)
-            before = after
-            yield record
+        kept: list[Record] = []
+        try:
+            for record in self._bench.measure(candidates):
+                after = self._bench.gpu_seconds
+                self._charged[record.key] = (record.compile_time_ms or 0.0) / 1000.0 + (after - before)
+                before = after
+                kept.append(record)
+                if self.store is not None and len(kept) >= 256:
+                    self.store.append(kept)
+                    kept = []
+                yield record
+        finally:
+            if self.store is not None and kept:
+                self.store.append(kept)
 
     def cost_seconds(self, record: Record) -> float:
         """Compile plus GPU-worker seconds of ``record`` (see the module docstring)."""

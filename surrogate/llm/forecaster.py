@@ -17,6 +17,16 @@ variants with no training record, and :meth:`LLMSurrogate.add_sources` adds more
 may also carry a ``source_text`` column. A candidate whose text is unknown is forecast from the rest of
 its prompt (a warning says so).
 
+The GBM prior
+-------------
+With ``prior="gbm"`` (the default) the model does not forecast from nothing: a
+:class:`~kernelcast.surrogate.gbm.GBMSurrogate` forecasts every candidate first, and the language model's head
+reads that forecast and corrects it (:mod:`kernelcast.surrogate.llm.regressor`). So that the corrections
+learn what the GBM misses on *unseen* groups, the training rows get out-of-fold GBM forecasts: the groups of
+``prior_groups`` (shapes by default) are dealt into ``prior_folds`` folds and each fold is forecast by a GBM
+fitted on the others. A final GBM fitted on every training row forecasts new candidates; it is saved in the
+model directory (``prior/``, LightGBM text plus JSON). ``prior="none"`` is the language model alone.
+
 Training runs on the GPU when there is one (``device="auto"``), for ``max_minutes`` or ``max_steps``;
 the adapters and the head are saved as safetensors plus JSON and load on the CPU.
 """
@@ -42,6 +52,12 @@ from kernelcast.surrogate.llm._frame import FrameSurrogate, source_mapping
 from kernelcast.surrogate.tasks import relative_noise, task_ids
 
 logger = logging.getLogger(__name__)
+
+PRIORS: tuple[str, ...] = ("gbm", "none")
+"""Allowed values of ``LLMSurrogate.prior``."""
+
+PRIOR_DIR = "prior"
+"""Folder of the prior GBM inside an LLM model directory."""
 
 INFERENCE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 """Allowed values of ``LLMSurrogate.inference_dtype`` (``auto``: bfloat16 on a GPU, float32 on the CPU)."""
@@ -86,6 +102,14 @@ class LLMSurrogate(FrameSurrogate):
         Candidates per forward pass when forecasting.
     inference_dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Dtype of the forecasting model (the adapters are merged into a copy of the weights).
+    prior : {"gbm", "none"}, default="gbm"
+        Forecast a correction of a GBM's forecast (see the module docstring), or from the prompt alone.
+    prior_folds : int, default=4
+        Folds of the out-of-fold GBM forecasts of the training rows (at least 2).
+    prior_groups : {"shapes", "variants", "families", "device"}, default="shapes"
+        Groups kept whole within one fold (:data:`~kernelcast.surrogate.evaluation.splits.GROUP_COLUMNS`).
+    prior_n_jobs : int, default=-1
+        LightGBM threads of the prior GBMs (-1: every core).
     random_state : int or None, default=0
         Seed.
 
@@ -97,6 +121,8 @@ class LLMSurrogate(FrameSurrogate):
         The source library (see the module docstring).
     training_log_ : dict
         Steps, seconds, candidates seen and the loss history of the last ``fit``.
+    prior_ : GBMSurrogate or None
+        The prior GBM fitted on every training row (None with ``prior="none"``).
     featurizer_, level_model_, calibration_, training_data_
         As for the tabular surrogates.
     """
@@ -129,6 +155,10 @@ class LLMSurrogate(FrameSurrogate):
         device: str = "auto",
         inference_batch_size: int = 256,
         inference_dtype: str = "auto",
+        prior: str = "gbm",
+        prior_folds: int = 4,
+        prior_groups: str = "shapes",
+        prior_n_jobs: int = -1,
         random_state: int | None = 0,
     ) -> None:
         self.coverage = coverage
@@ -153,6 +183,10 @@ class LLMSurrogate(FrameSurrogate):
         self.device = device
         self.inference_batch_size = inference_batch_size
         self.inference_dtype = inference_dtype
+        self.prior = prior
+        self.prior_folds = prior_folds
+        self.prior_groups = prior_groups
+        self.prior_n_jobs = prior_n_jobs
         self.random_state = random_state
 
     # -- validation -----------------------------------------------------------------------------------
@@ -184,6 +218,21 @@ class LLMSurrogate(FrameSurrogate):
                 )
         if self.inference_dtype not in INFERENCE_DTYPES:
             raise invalid_choice("inference_dtype", owner, self.inference_dtype, INFERENCE_DTYPES)
+        if self.prior not in PRIORS:
+            raise invalid_choice("prior", owner, self.prior, PRIORS)
+        from kernelcast.surrogate.evaluation.splits import GROUP_COLUMNS
+
+        if self.prior_groups not in GROUP_COLUMNS:
+            raise invalid_choice("prior_groups", owner, self.prior_groups, tuple(GROUP_COLUMNS))
+        if not (isinstance(self.prior_folds, int) and not isinstance(self.prior_folds, bool) and self.prior_folds >= 2):
+            raise InvalidParameterError(
+                f"The 'prior_folds' parameter of {owner} must be an int of at least 2. Got {self.prior_folds!r} instead."
+            )
+        if not (isinstance(self.prior_n_jobs, int) and not isinstance(self.prior_n_jobs, bool)
+                and self.prior_n_jobs != 0):
+            raise InvalidParameterError(
+                f"The 'prior_n_jobs' parameter of {owner} must be a non-zero int. Got {self.prior_n_jobs!r} instead."
+            )
 
     # -- sources and prompts --------------------------------------------------------------------------
     def prompts(self, frame: pl.DataFrame) -> tuple[dict[str, str], list[str], list[str]]:
@@ -215,29 +264,95 @@ class LLMSurrogate(FrameSurrogate):
         from kernelcast.surrogate.llm.regressor import PromptRegressor, TrainingRows
 
         texts, keys, suffixes = self.prompts(records)
+        prior = self._fit_prior(records) if self.prior == "gbm" else None
+        if prior is None:
+            self.prior_ = None
         rows = TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes, log_time=log_time, failed=failed,
-                            task=task_ids(records),
-                            noise=relative_noise(records))
+                            task=task_ids(records), noise=relative_noise(records), prior=prior)
         base = load_base_model("cpu")
         self.regressor_ = PromptRegressor(
             base, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
             head_width=self.head_width, max_prefix_tokens=self.max_prefix_tokens, device=self.device,
             seed=self.random_state if isinstance(self.random_state, int) else 0,
+            prior_features=0 if prior is None else 3,
         )
         self.training_log_ = self.regressor_.fit(
             rows, max_seconds=60.0 * self.max_minutes, max_steps=self.max_steps, batch_size=self.batch_size,
             learning_rate=self.learning_rate, head_learning_rate=self.head_learning_rate,
             rank_weight=self.rank_weight, rank_temperature=self.rank_temperature, fail_weight=self.fail_weight,
         )
+        if prior is not None:
+            self.training_log_["prior"] = self.prior_info_
         logger.info("Trained %d steps in %.0f s (%d candidates seen)", self.training_log_["steps"],
                     self.training_log_["seconds"], self.training_log_["candidates_seen"])
+
+    # -- the GBM prior --------------------------------------------------------------------------------
+    def _new_prior(self) -> Any:
+        from kernelcast.surrogate.gbm import GBMSurrogate
+
+        n_jobs = self.prior_n_jobs if self.prior_n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + self.prior_n_jobs)
+        return GBMSurrogate(centering=self.centering, n_jobs=n_jobs,
+                            random_state=self.random_state if isinstance(self.random_state, int) else 0)
+
+    def _prior_columns(self, gbm: Any, frame: pl.DataFrame) -> np.ndarray:
+        """The prior of each row of ``frame`` from ``gbm``, shape (n, 3): mean log time in this model's
+        units (minus this model's task level with ``centering``), log interval width, failure logit."""
+        raw = gbm._predict_raw(frame)
+        mean = np.asarray(raw.mean, dtype=np.float64)
+        if getattr(self, "level_model_", None) is not None:
+            X, _ = self._feature_matrices(frame)
+            mean = mean - self.task_level(frame, X)
+        width = np.log(np.maximum(np.asarray(raw.upper) - np.asarray(raw.lower), 1e-3))
+        p = np.clip(np.asarray(raw.p_fail, dtype=np.float64), 1e-5, 1.0 - 1e-5)
+        return np.stack([mean, width, np.log(p) - np.log1p(-p)], axis=1)
+
+    def _fit_prior(self, records: pl.DataFrame) -> np.ndarray:
+        """Out-of-fold GBM forecasts of the training rows (see the module docstring); fits :attr:`prior_`."""
+        import time
+
+        from kernelcast.surrogate.evaluation.splits import group_labels
+
+        _, sources = self._fit_context
+        started = time.perf_counter()
+        labels = group_labels(records, self.prior_groups)
+        groups, group_of_row = np.unique(labels, return_inverse=True)
+        rng = np.random.default_rng(self.random_state if isinstance(self.random_state, int) else 0)
+        if groups.size >= 2:
+            folds = min(self.prior_folds, groups.size)
+            fold = (rng.permutation(groups.size) % folds)[group_of_row]
+            by = self.prior_groups
+        else:  # one group: rows are dealt into folds instead
+            folds = self.prior_folds
+            fold = rng.permutation(records.height) % folds
+            by = "rows"
+        prior = np.full((records.height, 3), np.nan)
+        ok = (records["status"] == "ok").to_numpy()
+        for k in range(folds):
+            test = fold == k
+            train = ~test
+            if not test.any() or ok[train].sum() < 2:
+                continue
+            gbm = self._new_prior().fit(records.filter(pl.Series(train)), sources=sources)
+            prior[test] = self._prior_columns(gbm, records.filter(pl.Series(test)))
+        self.prior_ = self._new_prior().fit(records, sources=sources)
+        missing = np.isnan(prior[:, 0])
+        if missing.any():  # a fold whose complement had no runtimes: the final GBM fills it in
+            prior[missing] = self._prior_columns(self.prior_, records.filter(pl.Series(missing)))
+        self.prior_info_ = {"kind": "gbm", "folds": int(folds), "fold_groups": by, "groups": int(groups.size),
+                            "seconds": round(time.perf_counter() - started, 2)}
+        logger.info("GBM prior: %d folds over %d %s groups in %.0f s", folds, groups.size, by,
+                    self.prior_info_["seconds"])
+        return prior
 
     # -- forecasting ----------------------------------------------------------------------------------
     def _predict_raw(self, frame: pl.DataFrame) -> RawForecast:
         """Uncalibrated forecasts of a candidate frame: the language model plus the task level."""
         texts, keys, suffixes = self.prompts(frame)
         dtype = None if self.inference_dtype == "auto" else self.inference_dtype
-        pred = self.regressor_.predict(texts, keys, suffixes, batch_size=self.inference_batch_size, dtype=dtype)
+        gbm = getattr(self, "prior_", None)
+        prior = self._prior_columns(gbm, frame) if gbm is not None else None
+        pred = self.regressor_.predict(texts, keys, suffixes, batch_size=self.inference_batch_size, dtype=dtype,
+                                       prior=prior)
         half_width = float(ndtri(0.5 + self.coverage / 2.0)) * pred.scale
         mean = pred.mean
         if getattr(self, "level_model_", None) is not None:
@@ -250,6 +365,9 @@ class LLMSurrogate(FrameSurrogate):
         import importlib.metadata
 
         state = self.regressor_.save(path)
+        if getattr(self, "prior_", None) is not None:
+            self.prior_.save(path / PRIOR_DIR)
+            state["prior"] = {**getattr(self, "prior_info_", {"kind": "gbm"}), "dir": PRIOR_DIR}
         (path / SOURCES_FILE).write_text(json.dumps(self.sources_, indent=0, sort_keys=True))
         log = dict(getattr(self, "training_log_", None) or {})
         (path / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=0))
@@ -298,8 +416,17 @@ class LLMSurrogate(FrameSurrogate):
             lora_dropout=float(lora["lora_dropout"]), head_width=int(state["head_width"]),
             max_prefix_tokens=int(state["max_prefix_tokens"]), device=self.device,
             seed=self.random_state if isinstance(self.random_state, int) else 0,
+            prior_features=int(state.get("prior_features", 0)),
         )
         self.regressor_.load_weights(path, state)
+        self.prior_ = None
+        if not state.get("prior"):
+            self.prior = "none"  # a model saved without a prior (also every model saved before priors existed)
+        else:
+            from kernelcast.surrogate.gbm import GBMSurrogate
+
+            self.prior_ = GBMSurrogate.load(path / state["prior"]["dir"])
+            self.prior_info_ = {k: v for k, v in state["prior"].items() if k != "dir"}
         self.sources_ = json.loads((path / state.get("sources_file", SOURCES_FILE)).read_text())
         log_file = path / TRAINING_LOG_FILE
         self.training_log_ = json.loads(log_file.read_text()) if log_file.is_file() else {}

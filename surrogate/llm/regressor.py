@@ -19,6 +19,14 @@ Training objective (per step, the candidates of one task, all its source variant
   runtimes do not tie within noise, at temperature ``rank_temperature`` (log units);
 - binary cross-entropy of failing, on every candidate.
 
+Prior forecasts (optional)
+--------------------------
+With ``prior_features=3`` every candidate also comes with a prior forecast from another model (the
+LLM surrogate passes a GBM's out-of-fold forecast): its mean log runtime, the log width of its interval and
+the logit of its failing. The head reads them next to the hidden state, and its mean and failure outputs
+are corrections added to the prior's (the head's last layer starts at zero, so an untrained head returns
+the prior). The language model then learns what the tabular model misses, from the source text.
+
 Plain NumPy in and out; torch, transformers and peft are imported here only. No polars.
 """
 
@@ -71,6 +79,9 @@ class TrainingRows:
         Task code: the candidates of one step come from one task.
     noise : ndarray of shape (n,)
         Relative noise of each runtime (ties within ``2 * sqrt(noise_a**2 + noise_b**2)`` carry no rank loss).
+    prior : ndarray of shape (n, 3), optional
+        Prior forecasts (mean log runtime in the units of ``log_time``, log interval width, failure logit);
+        required when the regressor has ``prior_features=3``.
     """
 
     prefixes: Mapping[str, str]
@@ -80,6 +91,7 @@ class TrainingRows:
     failed: np.ndarray
     task: np.ndarray
     noise: np.ndarray
+    prior: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.suffixes)
@@ -137,10 +149,17 @@ class ForecastHead:
     """Factory of the head module (a ``torch.nn.Sequential``: Linear, GELU, Linear to 3 outputs)."""
 
     @staticmethod
-    def build(hidden_size: int, width: int) -> Any:
-        """The head for a decoder of width ``hidden_size``."""
+    def build(hidden_size: int, width: int, prior_features: int = 0) -> Any:
+        """The head for a decoder of width ``hidden_size`` (plus ``prior_features`` inputs)."""
         nn = _torch().nn
-        return nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, HEAD_OUTPUTS))
+        head = nn.Sequential(nn.Linear(hidden_size + prior_features, width), nn.GELU(),
+                             nn.Linear(width, HEAD_OUTPUTS))
+        if prior_features:
+            # Start at the prior: zero corrections of the mean and failure logit, a moderate log variance.
+            nn.init.zeros_(head[-1].weight)
+            with _torch().no_grad():
+                head[-1].bias.copy_(_torch().tensor([0.0, -2.0, 0.0]))
+        return head
 
 
 class PromptRegressor:
@@ -163,6 +182,8 @@ class PromptRegressor:
         ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
     seed : int
         Seed of the adapter and head initialisation and of the training batches.
+    prior_features : {0, 3}
+        Whether candidates come with prior forecasts (see the module docstring).
     """
 
     def __init__(
@@ -176,8 +197,12 @@ class PromptRegressor:
         max_prefix_tokens: int = 1024,
         device: str = "auto",
         seed: int = 0,
+        prior_features: int = 0,
     ) -> None:
         torch = _torch()
+        if prior_features not in (0, 3):
+            raise InvalidParameterError(f"prior_features must be 0 or 3. Got {prior_features!r} instead.")
+        self.prior_features = int(prior_features)
         from peft import LoraConfig, get_peft_model
 
         self.base_info = base.info
@@ -192,7 +217,7 @@ class PromptRegressor:
         )
         self.model = get_peft_model(base.model, self.lora_config)
         self.model.to(self.device)
-        self.head = ForecastHead.build(base.info.hidden_size, int(head_width)).to(self.device)
+        self.head = ForecastHead.build(base.info.hidden_size, int(head_width), self.prior_features).to(self.device)
         self.head_width = int(head_width)
         self.target_mean = 0.0
         self.target_scale = 1.0
@@ -242,9 +267,35 @@ class PromptRegressor:
         hidden = decoder(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
         return hidden[torch.arange(len(suffixes), device=device), lengths - 1]
 
-    def _head_outputs(self, hidden: Any) -> tuple[Any, Any, Any]:
-        out = self.head(hidden.float())
-        return out[:, 0], out[:, 1].clamp(MIN_LOG_VAR, MAX_LOG_VAR), out[:, 2]
+    def _prior_inputs(self, prior: np.ndarray | None, n: int) -> np.ndarray | None:
+        """Standardised prior columns (mean z, log width relative to the target scale, failure logit), (n, 3)."""
+        if not self.prior_features:
+            return None
+        if prior is None:
+            raise InvalidParameterError("This regressor reads prior forecasts: pass prior=(n, 3) array.")
+        prior = np.asarray(prior, dtype=np.float64)
+        if prior.shape != (n, 3):
+            raise InvalidParameterError(f"prior must have shape ({n}, 3). Got {prior.shape} instead.")
+        z = (prior[:, 0] - self.target_mean) / self.target_scale
+        width = prior[:, 1] - math.log(self.target_scale)
+        out = np.stack([np.nan_to_num(z, nan=0.0), np.nan_to_num(width, nan=0.0),
+                        np.clip(np.nan_to_num(prior[:, 2], nan=0.0), -12.0, 12.0)], axis=1)
+        return out.astype(np.float32)
+
+    def _head_outputs(self, hidden: Any, prior: Any = None) -> tuple[Any, Any, Any]:
+        return self._head_outputs_with(self.head, hidden, prior)
+
+    @staticmethod
+    def _head_outputs_with(head: Any, hidden: Any, prior: Any = None) -> tuple[Any, Any, Any]:
+        """Mean (z units), clamped log variance and failure logit from ``head``, with the prior added if any."""
+        x = hidden.float()
+        if prior is not None:
+            x = _torch().cat([x, prior], dim=1)
+        out = head(x)
+        mu, fail = out[:, 0], out[:, 2]
+        if prior is not None:
+            mu, fail = mu + prior[:, 0], fail + prior[:, 2]
+        return mu, out[:, 1].clamp(MIN_LOG_VAR, MAX_LOG_VAR), fail
 
     # -- training -------------------------------------------------------------------------------------
     def fit(
@@ -302,6 +353,8 @@ class PromptRegressor:
         failed_t = torch.tensor(rows.failed.astype(np.float32), device=self.device)
         log_t = torch.tensor(np.nan_to_num(rows.log_time), dtype=torch.float32, device=self.device)
         noise_t = torch.tensor(np.nan_to_num(rows.noise, nan=0.01), dtype=torch.float32, device=self.device)
+        prior_np = self._prior_inputs(rows.prior, len(rows))
+        prior_t = torch.from_numpy(prior_np).to(self.device) if prior_np is not None else None
 
         self.model.train()
         self.head.train()
@@ -328,8 +381,8 @@ class PromptRegressor:
                     suffixes = self.suffix_ids([rows.suffixes[i] for i in idx])
                     outputs.append(self._hidden(decoder, self.prefix_ids(rows.prefixes[key]), suffixes, pad_id))
             hidden = torch.cat(outputs)
-            mu, log_var, fail_logit = self._head_outputs(hidden)
             sel = torch.as_tensor(batch, device=self.device)
+            mu, log_var, fail_logit = self._head_outputs(hidden, prior_t[sel] if prior_t is not None else None)
             ok_b, z_b = ok_t[sel], z_t[sel]
             loss_fail = torch.nn.functional.binary_cross_entropy_with_logits(fail_logit, failed_t[sel])
             loss = fail_weight * loss_fail
@@ -389,6 +442,7 @@ class PromptRegressor:
         *,
         batch_size: int = 256,
         dtype: str | None = None,
+        prior: np.ndarray | None = None,
     ) -> Prediction:
         """Forecast candidates (one prefix key and suffix each), grouped by prefix for the shared cache.
 
@@ -402,6 +456,8 @@ class PromptRegressor:
             Suffixes per forward pass.
         dtype : {"float32", "bfloat16", "float16"}, optional
             Inference dtype (default :meth:`default_dtype`).
+        prior : ndarray of shape (n, 3), optional
+            Prior forecasts, required with ``prior_features=3`` (see :class:`TrainingRows`).
 
         Returns
         -------
@@ -415,6 +471,8 @@ class PromptRegressor:
         p_fail = np.zeros(n)
         if n == 0:
             return Prediction(mean, scale, p_fail)
+        prior_np = self._prior_inputs(prior, n)
+        prior_all = torch.from_numpy(prior_np).to(self.device) if prior_np is not None else None
         model, head = self._inference_model(dtype or self.default_dtype())
         decoder = self._decoder(model)
         pad_id = int(self.tokenizer.pad_token_id)
@@ -438,11 +496,14 @@ class PromptRegressor:
                     last = torch.from_numpy(lengths[chunk] - 1).to(self.device)
                     hidden = decoder(input_ids=ids_t, past_key_values=_broadcast_cache(pairs, chunk.size),
                                      use_cache=True).last_hidden_state
-                    out = head(hidden[torch.arange(chunk.size, device=self.device), last].float())
-                    out = out.float().cpu().numpy()
-                    mean[chunk] = out[:, 0]
-                    scale[chunk] = np.exp(0.5 * np.clip(out[:, 1], MIN_LOG_VAR, MAX_LOG_VAR))
-                    p_fail[chunk] = 1.0 / (1.0 + np.exp(-out[:, 2]))
+                    x = hidden[torch.arange(chunk.size, device=self.device), last].float()
+                    chunk_prior = None
+                    if prior_all is not None:
+                        chunk_prior = prior_all[torch.from_numpy(chunk).to(self.device)]
+                    mu, log_var, fail = (t.float().cpu().numpy() for t in self._head_outputs_with(head, x, chunk_prior))
+                    mean[chunk] = mu
+                    scale[chunk] = np.exp(0.5 * log_var)
+                    p_fail[chunk] = 1.0 / (1.0 + np.exp(-fail))
         return Prediction(self.target_mean + self.target_scale * mean, self.target_scale * scale, p_fail)
 
     # -- persistence ----------------------------------------------------------------------------------
@@ -464,6 +525,7 @@ class PromptRegressor:
             "lora": {"r": lora["r"], "lora_alpha": lora["lora_alpha"], "lora_dropout": lora["lora_dropout"],
                      "target_modules": sorted(lora["target_modules"])},
             "head_width": self.head_width,
+            "prior_features": self.prior_features,
             "max_prefix_tokens": self.max_prefix_tokens,
             "target_mean": self.target_mean,
             "target_scale": self.target_scale,

@@ -126,3 +126,40 @@ def test_calibrate_bins_pairs_and_round_trip(fitted, small_data, tmp_path):
     np.testing.assert_allclose(again.log_time_upper, fc.log_time_upper, atol=2e-3)
     assert loaded.decide(test, 0.05, incumbent=test[:1]) == decisions
     assert _llm().load(path, device="cpu").regressor_.device == "cpu"
+
+
+def test_gbm_prior_is_where_the_forecast_starts(small_data, llm_extra, tmp_path):
+    """With a near-zero learning rate the head's corrections stay at their zero start: the forecast is the
+    prior GBM's, task level and units included; the prior travels with the saved model."""
+    from kernelcast.surrogate import load_surrogate
+
+    model = _llm()(**{**TINY, "learning_rate": 1e-9, "head_learning_rate": 1e-9, "prior_folds": 2})
+    model.fit(small_data["train"], sources=small_data["sources"])
+    assert model.training_log_["prior"]["fold_groups"] == "rows"  # one shape: rows are dealt into folds
+    test = small_data["test"]
+    ours = model._predict_raw(test)
+    gbm = model.prior_._predict_raw(test)
+    np.testing.assert_allclose(ours.mean, gbm.mean, atol=1e-3)
+    np.testing.assert_allclose(ours.p_fail, gbm.p_fail, atol=1e-3)
+    path = model.save(tmp_path / "llm_prior")
+    assert (path / "prior" / "model.json").is_file()
+    loaded = load_surrogate(path)
+    assert loaded.prior == "gbm" and loaded.regressor_.prior_features == 3
+    np.testing.assert_allclose(loaded._predict_raw(test).mean, ours.mean, atol=2e-3)
+
+
+def test_without_prior_the_head_reads_the_prompt_alone(small_data, llm_extra):
+    model = _llm()(**{**TINY, "prior": "none"})
+    model.fit(small_data["train"], sources=small_data["sources"])
+    assert model.prior_ is None and model.regressor_.prior_features == 0
+    assert "prior" not in model.training_log_
+    assert np.all(np.isfinite(model.forecast(small_data["test"]).log_time_mean))
+
+
+@pytest.mark.parametrize(("param", "value", "message"), [
+    ("prior", "forest", "'prior' parameter of LLMSurrogate must be one of"),
+    ("prior_folds", 1, "'prior_folds' parameter of LLMSurrogate must be an int of at least 2. Got 1"),
+    ("prior_groups", "tasks", "'prior_groups' parameter of LLMSurrogate must be one of"),
+])
+def test_invalid_prior_parameters(param, value, message):
+    test_invalid_parameters(param, value, message)
