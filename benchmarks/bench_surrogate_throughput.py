@@ -18,8 +18,9 @@ frame of N distinct candidates on the RTX 3090 (one call each):
 
 ``gbm`` predicts with LightGBM's ``Booster.predict``; ``gbm+lleaves`` with the boosters compiled by lleaves
 (``compiled_inference=True``, needs ``kernelcast[fast]``); ``first_forecast_seconds`` includes the
-compilation (or loading the cached object code). Every model fits and forecasts on ``--threads`` threads
-(default 1, the GBM default ``n_jobs=1``); ``NAME@2`` forecasts with 2 threads after a 1-thread fit.
+compilation (or loading the cached object code). Every model forecasts on 1 thread (the GBM default
+``n_jobs=1``) unless named ``NAME@k`` (k threads, reusing NAME's fit); fits run on ``--fit-threads`` threads
+(default 1; threads change only LightGBM's floating-point summation order).
 
 The candidates are distinct: the configurations of the GEMM tune_params product on 8 square problem sizes,
 of which ``--candidates`` are drawn without replacement.
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default="gbm,gbm+lleaves,gbm+lleaves@2,forest,roofline")
+    parser.add_argument("--fit-threads", type=int, default=1,
+                        help="threads of the fits (forecasts use NAME@k's k, default 1); 0: every core")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "surrogate_throughput.json"))
     args = parser.parse_args()
 
@@ -144,7 +147,10 @@ def main() -> None:
         params = {"compiled_inference": True} if accel == "lleaves" else {}
         start = time.perf_counter()
         if (kind, accel) not in fitted:  # NAME@2 reuses NAME's fit
-            fitted[kind, accel] = fit_on_split(make_surrogate(kind, **params), split)
+            surrogate = make_surrogate(kind, **params)
+            if "n_jobs" in surrogate.get_params():
+                surrogate.set_params(n_jobs=args.fit_threads or os.cpu_count() or 1)
+            fitted[kind, accel] = fit_on_split(surrogate, split)
         model = fitted[kind, accel]
         fit_s = time.perf_counter() - start
         if "n_jobs" in model.get_params():
