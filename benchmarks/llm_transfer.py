@@ -46,9 +46,10 @@ PART_MIB = 24
 WHEELS = ("polars", "polars-runtime-32", "gguf")
 """Packages the GPU image lacks that the LLM surrogate's training run needs."""
 
-SEARCH_WHEELS = ("optuna", "alembic", "colorlog", "sqlalchemy", "mako", "lightgbm", "lleaves")
+SEARCH_WHEELS = ("optuna", "alembic", "colorlog", "sqlalchemy", "mako", "lightgbm", "lleaves", "llvmlite")
 """Packages the GPU image lacks that the GBM prior, the live search and the CPU throughput benchmark need
-(``pack --with-search``); the image has scikit-learn, scipy, tqdm, PyYAML and llvmlite."""
+(``pack --with-search``); the image has scikit-learn, scipy, tqdm and PyYAML, and an llvmlite too new for
+lleaves 1.3 (0.50: no ``PassManagerBuilder``), so llvmlite 0.44 travels."""
 
 PLATFORM_ARGS = [
     "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",

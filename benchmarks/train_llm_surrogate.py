@@ -92,6 +92,14 @@ def throughput(model, candidates, batch_sizes: list[int], repeats: int) -> dict:
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     out = {"n_candidates": candidates.height, "n_prefixes": len(texts), "dtype": model.regressor_.default_dtype(),
            "by_batch_size": {}}
+    prior = None
+    if getattr(model, "prior_", None) is not None:  # the GBM prior (CPU), timed on its own
+        model._prior_columns(model.prior_, candidates.head(100))
+        start = time.perf_counter()
+        prior = model._prior_columns(model.prior_, candidates)
+        elapsed = time.perf_counter() - start
+        out["prior_seconds"] = round(elapsed, 4)
+        out["prior_per_second"] = round(candidates.height / elapsed)
     for batch in batch_sizes:
         model.set_params(inference_batch_size=batch)
         model.forecast(candidates.head(2 * batch))  # warm-up (kernels, allocator)
@@ -105,7 +113,7 @@ def throughput(model, candidates, batch_sizes: list[int], repeats: int) -> dict:
             model.regressor_._suffix_ids.clear()  # tokenising the suffixes counts in the model-only time too
             model.regressor_._prefix_ids.clear()
             start = time.perf_counter()
-            model.regressor_.predict(texts, keys, suffixes, batch_size=batch)
+            model.regressor_.predict(texts, keys, suffixes, batch_size=batch, prior=prior)
             sync()
             model_only.append(time.perf_counter() - start)
         e2e, only = statistics.median(end_to_end), statistics.median(model_only)
@@ -118,6 +126,32 @@ def throughput(model, candidates, batch_sizes: list[int], repeats: int) -> dict:
     out["forecast_per_second"] = best["forecast_per_second"]
     out["model_per_second"] = best["model_per_second"]
     return out
+
+
+def _write_throughput(model, split, args, loaded: str | None = None) -> None:
+    """On a GPU: time ``model`` on a seeded sample of the split's test candidates; write the JSON."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    test_candidates = split.test.select(
+        ["family", "variant", "source_hash", "config_json", "problem_json", "dtype", "device"])
+    if test_candidates.height > args.throughput_candidates:
+        test_candidates = test_candidates.sample(args.throughput_candidates, seed=args.seed)
+    bench = throughput(model, test_candidates, [int(b) for b in args.batch_sizes.split(",")],
+                       args.throughput_repeats)
+    bench.update({
+        "benchmark": "LLM surrogate forecasts per second on the GPU (batched, shared-prefix KV cache)",
+        "split": args.split,
+        "model_dir": loaded,
+        "prior": getattr(model, "prior", "none"),
+        "candidates": "a seeded sample of the split's test records (their candidate columns)",
+        "target_per_second": 1000,
+        "environment": _device_info(),
+        "command": " ".join(sys.argv),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+    (args.out / f"llm_surrogate_throughput_{args.split}.json").write_text(json.dumps(bench, indent=1) + "\n")
 
 
 def main() -> None:
@@ -133,6 +167,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="256,512,1024", help="throughput batch sizes (GPU only)")
     parser.add_argument("--throughput-candidates", type=int, default=10_000, help="test candidates timed")
     parser.add_argument("--throughput-repeats", type=int, default=2)
+    parser.add_argument("--load", type=Path, default=None,
+                        help="a trained LLM model directory: measure its throughput only (no training)")
     parser.add_argument("--smoke-rows", type=int, default=None,
                         help="CPU smoke run: keep this many records of each side of the split")
     args = parser.parse_args()
@@ -159,6 +195,12 @@ def main() -> None:
     described = split.describe()
     print(f"split {args.split}: {described['n_train']} train, {described['n_calibration']} calibration, "
           f"{described['n_test']} test records; calibration groups {described['calibration_groups']}", flush=True)
+    if args.load is not None:
+        from kernelcast.surrogate import load_surrogate
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write_throughput(load_surrogate(args.load), split, args, loaded=str(args.load))
+        return
     params = {"random_state": args.seed, **parse_params(args.param)}
     if args.model == "llm":
         params.update(max_minutes=args.minutes)
@@ -209,24 +251,8 @@ def main() -> None:
                 "skip_rate", "defer_rate")
     print({k: round(evaluation.metrics[k], 4) for k in headline}, flush=True)
 
-    import torch
-
-    if args.model == "llm" and torch.cuda.is_available():
-        test_candidates = split.test.select(
-            ["family", "variant", "source_hash", "config_json", "problem_json", "dtype", "device"])
-        if test_candidates.height > args.throughput_candidates:
-            test_candidates = test_candidates.sample(args.throughput_candidates, seed=args.seed)
-        bench = throughput(model, test_candidates, [int(b) for b in args.batch_sizes.split(",")],
-                           args.throughput_repeats)
-        bench.update({
-            "benchmark": "LLM surrogate forecasts per second on the GPU (batched, shared-prefix KV cache)",
-            "split": args.split,
-            "candidates": "a seeded sample of the split's test records (their candidate columns)",
-            "target_per_second": 1000,
-            "environment": _device_info(),
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        })
-        (args.out / f"llm_surrogate_throughput_{args.split}.json").write_text(json.dumps(bench, indent=1) + "\n")
+    if args.model == "llm":
+        _write_throughput(model, split, args)
     print(f"done in {time.perf_counter() - started:.0f} s; files in {args.out}: "
           f"{sorted(p.name for p in args.out.iterdir() if p.is_file())}", flush=True)
 

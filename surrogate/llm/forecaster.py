@@ -110,6 +110,13 @@ class LLMSurrogate(FrameSurrogate):
         Groups kept whole within one fold (:data:`~kernelcast.surrogate.evaluation.splits.GROUP_COLUMNS`).
     prior_n_jobs : int, default=-1
         LightGBM threads of the prior GBMs (-1: every core).
+    head_norm : bool, default=True
+        Start the head with a LayerNorm (models saved before this option have none).
+    valid_fraction : float, default=0.1
+        Fraction of the ``prior_groups`` groups (whole groups; at least one) held out of training to choose
+        the training step whose weights are kept (see :meth:`PromptRegressor.fit`); 0 keeps the last weights.
+    eval_every : int, default=20
+        Steps between validations.
     random_state : int or None, default=0
         Seed.
 
@@ -159,6 +166,9 @@ class LLMSurrogate(FrameSurrogate):
         prior_folds: int = 4,
         prior_groups: str = "shapes",
         prior_n_jobs: int = -1,
+        head_norm: bool = True,
+        valid_fraction: float = 0.1,
+        eval_every: int = 20,
         random_state: int | None = 0,
     ) -> None:
         self.coverage = coverage
@@ -187,6 +197,9 @@ class LLMSurrogate(FrameSurrogate):
         self.prior_folds = prior_folds
         self.prior_groups = prior_groups
         self.prior_n_jobs = prior_n_jobs
+        self.head_norm = head_norm
+        self.valid_fraction = valid_fraction
+        self.eval_every = eval_every
         self.random_state = random_state
 
     # -- validation -----------------------------------------------------------------------------------
@@ -194,7 +207,7 @@ class LLMSurrogate(FrameSurrogate):
         super()._validate_params()
         owner = type(self).__name__
         for name in ("batch_size", "lora_rank", "lora_alpha", "head_width", "max_prefix_tokens",
-                     "inference_batch_size"):
+                     "inference_batch_size", "eval_every"):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise InvalidParameterError(
@@ -218,6 +231,13 @@ class LLMSurrogate(FrameSurrogate):
                 )
         if self.inference_dtype not in INFERENCE_DTYPES:
             raise invalid_choice("inference_dtype", owner, self.inference_dtype, INFERENCE_DTYPES)
+        if not (isinstance(self.valid_fraction, int | float) and 0.0 <= self.valid_fraction < 1.0):
+            raise InvalidParameterError(
+                f"The 'valid_fraction' parameter of {owner} must be a float in [0, 1). Got {self.valid_fraction!r} "
+                "instead."
+            )
+        if not isinstance(self.head_norm, bool):
+            raise InvalidParameterError(f"The 'head_norm' parameter of {owner} must be a bool. Got {self.head_norm!r}.")
         if self.prior not in PRIORS:
             raise invalid_choice("prior", owner, self.prior, PRIORS)
         from kernelcast.surrogate.evaluation.splits import GROUP_COLUMNS
@@ -274,17 +294,32 @@ class LLMSurrogate(FrameSurrogate):
             base, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
             head_width=self.head_width, max_prefix_tokens=self.max_prefix_tokens, device=self.device,
             seed=self.random_state if isinstance(self.random_state, int) else 0,
-            prior_features=0 if prior is None else 3,
+            prior_features=0 if prior is None else 3, head_norm=self.head_norm,
         )
         self.training_log_ = self.regressor_.fit(
             rows, max_seconds=60.0 * self.max_minutes, max_steps=self.max_steps, batch_size=self.batch_size,
             learning_rate=self.learning_rate, head_learning_rate=self.head_learning_rate,
             rank_weight=self.rank_weight, rank_temperature=self.rank_temperature, fail_weight=self.fail_weight,
+            valid=self._valid_rows(records), eval_every=self.eval_every,
         )
         if prior is not None:
             self.training_log_["prior"] = self.prior_info_
         logger.info("Trained %d steps in %.0f s (%d candidates seen)", self.training_log_["steps"],
                     self.training_log_["seconds"], self.training_log_["candidates_seen"])
+
+    def _valid_rows(self, records: pl.DataFrame) -> np.ndarray | None:
+        """Rows held out of training to choose the kept step: whole ``prior_groups`` groups, at least one."""
+        if self.valid_fraction <= 0:
+            return None
+        from kernelcast.surrogate.evaluation.splits import group_labels
+
+        labels = group_labels(records, self.prior_groups)
+        groups, group_of_row = np.unique(labels, return_inverse=True)
+        rng = np.random.default_rng((self.random_state if isinstance(self.random_state, int) else 0) + 1)
+        if groups.size < 3:  # too few groups to hold one out: rows instead
+            return rng.random(records.height) < self.valid_fraction
+        chosen = rng.permutation(groups.size)[: max(1, int(round(self.valid_fraction * groups.size)))]
+        return np.isin(group_of_row, chosen)
 
     # -- the GBM prior --------------------------------------------------------------------------------
     def _new_prior(self) -> Any:
@@ -416,9 +451,10 @@ class LLMSurrogate(FrameSurrogate):
             lora_dropout=float(lora["lora_dropout"]), head_width=int(state["head_width"]),
             max_prefix_tokens=int(state["max_prefix_tokens"]), device=self.device,
             seed=self.random_state if isinstance(self.random_state, int) else 0,
-            prior_features=int(state.get("prior_features", 0)),
+            prior_features=int(state.get("prior_features", 0)), head_norm=bool(state.get("head_norm", False)),
         )
         self.regressor_.load_weights(path, state)
+        self.head_norm = self.regressor_.head_norm
         self.prior_ = None
         if not state.get("prior"):
             self.prior = "none"  # a model saved without a prior (also every model saved before priors existed)

@@ -149,10 +149,15 @@ class ForecastHead:
     """Factory of the head module (a ``torch.nn.Sequential``: Linear, GELU, Linear to 3 outputs)."""
 
     @staticmethod
-    def build(hidden_size: int, width: int, prior_features: int = 0) -> Any:
-        """The head for a decoder of width ``hidden_size`` (plus ``prior_features`` inputs)."""
+    def build(hidden_size: int, width: int, prior_features: int = 0, norm: bool = False) -> Any:
+        """The head for a decoder of width ``hidden_size`` (plus ``prior_features`` inputs).
+
+        With ``norm`` a LayerNorm comes first, so the corrections' scale does not follow the size of the
+        decoder's hidden states.
+        """
         nn = _torch().nn
-        head = nn.Sequential(nn.Linear(hidden_size + prior_features, width), nn.GELU(),
+        layers = [nn.LayerNorm(hidden_size + prior_features)] if norm else []
+        head = nn.Sequential(*layers, nn.Linear(hidden_size + prior_features, width), nn.GELU(),
                              nn.Linear(width, HEAD_OUTPUTS))
         if prior_features:
             # Start at the prior: zero corrections of the mean and failure logit, a moderate log variance.
@@ -184,6 +189,8 @@ class PromptRegressor:
         Seed of the adapter and head initialisation and of the training batches.
     prior_features : {0, 3}
         Whether candidates come with prior forecasts (see the module docstring).
+    head_norm : bool
+        Whether the head starts with a LayerNorm (:meth:`ForecastHead.build`).
     """
 
     def __init__(
@@ -198,6 +205,7 @@ class PromptRegressor:
         device: str = "auto",
         seed: int = 0,
         prior_features: int = 0,
+        head_norm: bool = False,
     ) -> None:
         torch = _torch()
         if prior_features not in (0, 3):
@@ -217,7 +225,9 @@ class PromptRegressor:
         )
         self.model = get_peft_model(base.model, self.lora_config)
         self.model.to(self.device)
-        self.head = ForecastHead.build(base.info.hidden_size, int(head_width), self.prior_features).to(self.device)
+        self.head_norm = bool(head_norm)
+        self.head = ForecastHead.build(base.info.hidden_size, int(head_width), self.prior_features,
+                                       self.head_norm).to(self.device)
         self.head_width = int(head_width)
         self.target_mean = 0.0
         self.target_scale = 1.0
@@ -311,13 +321,23 @@ class PromptRegressor:
         rank_temperature: float = 0.1,
         fail_weight: float = 0.2,
         warmup_steps: int = 30,
+        valid: np.ndarray | None = None,
+        eval_every: int = 20,
+        max_valid_rows: int = 4096,
     ) -> dict[str, Any]:
         """Train the adapters and the head for at most ``max_seconds`` (s) or ``max_steps`` steps.
+
+        With ``valid`` (a boolean mask over ``rows``), those rows are never trained on: every ``eval_every``
+        steps, and before the first, the within-task pairwise accuracy of the forecast means on (at most
+        ``max_valid_rows`` of) them is measured, and the weights of the best evaluation are kept at the end.
+        With a prior, the evaluation before the first step is the prior's own accuracy, so training never
+        leaves a model that ranks the validation rows worse than its prior.
 
         Returns
         -------
         dict
-            Steps, seconds, candidates seen and the loss history (every 10th step).
+            Steps, seconds, candidates seen, the loss history (every 10th step) and, with ``valid``, the
+            validation history and the step whose weights were kept.
         """
         torch = _torch()
         if len(rows) == 0:
@@ -332,8 +352,21 @@ class PromptRegressor:
 
         rng = np.random.default_rng(self.seed)
         keys = np.asarray(rows.prefix_keys, dtype=object)
-        tasks, task_of_row = np.unique(rows.task, return_inverse=True)
-        rows_of_task = [np.flatnonzero(task_of_row == t) for t in range(tasks.size)]
+        valid_rows = np.zeros(0, dtype=np.int64)
+        trainable = np.ones(len(rows), dtype=bool)
+        if valid is not None:
+            valid = np.asarray(valid, dtype=bool)
+            if valid.shape != (len(rows),):
+                raise InvalidParameterError(f"valid must be a boolean mask of shape ({len(rows)},). Got {valid.shape}.")
+            trainable = ~valid
+            if not (trainable & ok).any():
+                raise InvalidParameterError("PromptRegressor.fit: every record with a runtime is in valid.")
+            valid_rows = np.flatnonzero(valid & ok)
+            if valid_rows.size > max_valid_rows:
+                valid_rows = np.sort(rng.choice(valid_rows, size=max_valid_rows, replace=False))
+        tasks, task_of_row = np.unique(rows.task[trainable], return_inverse=True)
+        train_index = np.flatnonzero(trainable)
+        rows_of_task = [train_index[task_of_row == t] for t in range(tasks.size)]
         # Tasks are drawn with probability ~ sqrt(size): large spaces dominate less than in proportion.
         weights = np.sqrt([r.size for r in rows_of_task])
         weights /= weights.sum()
@@ -356,12 +389,29 @@ class PromptRegressor:
         prior_np = self._prior_inputs(rows.prior, len(rows))
         prior_t = torch.from_numpy(prior_np).to(self.device) if prior_np is not None else None
 
-        self.model.train()
-        self.head.train()
         started = time.perf_counter()
         history: list[dict[str, float]] = []
+        valid_history: list[dict[str, float]] = []
+        best: tuple[float, int, Any] | None = None
         step = 0
         seen = 0
+
+        def evaluate() -> None:
+            nonlocal best
+            accuracy = self._pairwise_accuracy(rows, valid_rows, decoder, pad_id, prior_t, use_amp)
+            valid_history.append({"step": step, "seconds": round(time.perf_counter() - started, 2),
+                                  "pairwise_accuracy": accuracy})
+            if not math.isfinite(accuracy):  # no untied pair to rank: nothing to choose by
+                return
+            if best is None or accuracy > best[0]:
+                best = (accuracy, step, self._snapshot())
+            logger.info("step %d: validation pairwise accuracy %.4f (best %.4f at step %d)", step, accuracy,
+                        best[0], best[1])
+
+        if valid_rows.size:
+            evaluate()
+        self.model.train()
+        self.head.train()
         while True:
             elapsed = time.perf_counter() - started
             if elapsed >= max_seconds or (max_steps is not None and step >= max_steps):
@@ -405,6 +455,10 @@ class PromptRegressor:
             optimizer.step()
             step += 1
             seen += int(batch.size)
+            if valid_rows.size and step % eval_every == 0:
+                evaluate()
+                self.model.train()
+                self.head.train()
             if step % 10 == 1:
                 history.append({"step": step, "seconds": round(time.perf_counter() - started, 2),
                                 "loss": float(loss.detach()), "nll": float(nll.detach()),
@@ -413,10 +467,65 @@ class PromptRegressor:
                     logger.info("step %d, %.0f s: loss %.4f (nll %.4f, rank %.4f, fail %.4f)", step,
                                 history[-1]["seconds"], history[-1]["loss"], history[-1]["nll"],
                                 history[-1]["rank"], history[-1]["fail"])
+        if valid_rows.size and (not valid_history or valid_history[-1]["step"] != step):
+            evaluate()
         self.model.eval()
         self.head.eval()
-        seconds = time.perf_counter() - started
-        return {"steps": step, "seconds": seconds, "candidates_seen": seen, "history": history}
+        log: dict[str, Any] = {"steps": step, "seconds": time.perf_counter() - started, "candidates_seen": seen,
+                               "history": history}
+        if best is not None:
+            self._restore(best[2])
+            log.update(valid_rows=int(valid_rows.size), valid_history=valid_history, kept_step=best[1],
+                       kept_valid_pairwise_accuracy=best[0])
+            logger.info("kept the weights of step %d (validation pairwise accuracy %.4f)", best[1], best[0])
+        return log
+
+    # -- checkpoints and validation ----------------------------------------------------------------------
+    def _snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Copies of the adapter and head weights (on the model's device)."""
+        from peft import get_peft_model_state_dict
+
+        adapter = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        head = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
+        return adapter, head
+
+    def _restore(self, snapshot: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, snapshot[0])
+        self.head.load_state_dict(snapshot[1])
+        self._inference = None
+
+    def _pairwise_accuracy(self, rows: TrainingRows, index: np.ndarray, decoder: Any, pad_id: int, prior_t: Any,
+                           use_amp: bool) -> float:
+        """Within-task pairwise accuracy of the forecast means on rows ``index`` (ties within noise excluded)."""
+        torch = _torch()
+        self.model.eval()
+        self.head.eval()
+        keys = np.asarray(rows.prefix_keys, dtype=object)[index]
+        mu = np.zeros(index.size)
+        with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            for key in dict.fromkeys(keys.tolist()):
+                members = np.flatnonzero(keys == key)
+                for start in range(0, members.size, 512):
+                    chunk = index[members[start:start + 512]]
+                    suffixes = self.suffix_ids([rows.suffixes[i] for i in chunk])
+                    hidden = self._hidden(decoder, self.prefix_ids(rows.prefixes[key]), suffixes, pad_id)
+                    prior = prior_t[torch.as_tensor(chunk, device=self.device)] if prior_t is not None else None
+                    mu[members[start:start + 512]] = self._head_outputs(hidden, prior)[0].float().cpu().numpy()
+        correct = total = 0
+        y, noise, task = rows.log_time[index], np.nan_to_num(rows.noise[index], nan=0.01), rows.task[index]
+        for t in np.unique(task):
+            m = task == t
+            if m.sum() < 2:
+                continue
+            gap = y[m][:, None] - y[m][None, :]
+            tie = np.abs(gap) <= 2.0 * np.sqrt(noise[m][:, None] ** 2 + noise[m][None, :] ** 2)
+            upper = np.triu(np.ones_like(tie), k=1) & ~tie
+            pred = mu[m][:, None] - mu[m][None, :]
+            correct += int(((np.sign(gap) == np.sign(pred)) & upper).sum())
+            total += int(upper.sum())
+        return correct / total if total else float("nan")
 
     # -- inference ------------------------------------------------------------------------------------
     def _inference_model(self, dtype: str) -> tuple[Any, Any]:
@@ -526,6 +635,7 @@ class PromptRegressor:
                      "target_modules": sorted(lora["target_modules"])},
             "head_width": self.head_width,
             "prior_features": self.prior_features,
+            "head_norm": self.head_norm,
             "max_prefix_tokens": self.max_prefix_tokens,
             "target_mean": self.target_mean,
             "target_scale": self.target_scale,

@@ -163,3 +163,17 @@ def test_without_prior_the_head_reads_the_prompt_alone(small_data, llm_extra):
 ])
 def test_invalid_prior_parameters(param, value, message):
     test_invalid_parameters(param, value, message)
+
+
+def test_validation_keeps_the_best_step(small_data, llm_extra):
+    """Held-out rows are scored before the first step and after each one; the kept weights are those of the
+    best score, and they are what the model forecasts with."""
+    model = _llm()(**{**TINY, "max_steps": 2, "eval_every": 1, "valid_fraction": 0.5})
+    model.fit(small_data["train"], sources=small_data["sources"])
+    log = model.training_log_
+    assert [h["step"] for h in log["valid_history"]] == [0, 1, 2]
+    scores = [h["pairwise_accuracy"] for h in log["valid_history"]]
+    assert log["kept_valid_pairwise_accuracy"] == max(scores)
+    assert log["kept_step"] == scores.index(max(scores))
+    assert 0 < log["valid_rows"] < small_data["train"].height
+    assert model.training_log_["candidates_seen"] == 8
