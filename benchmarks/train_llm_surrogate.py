@@ -1,20 +1,27 @@
 """Train, calibrate and evaluate the language-model surrogate on one split; measure its GPU throughput.
 
 The device calls, in order, each within 30 s of the last so the machine stays warm (its /tmp survives):
-first, here, once: ``.venv/bin/python benchmarks/llm_transfer.py pack`` (writes ``.llm/part0`` .. ``part4``,
-at most 24 MiB each, ignored by git: ``/.llm/`` in ``.git/info/exclude``); then
+first, here, once: ``.venv/bin/python benchmarks/llm_transfer.py pack --with-search --part-mib 32`` (writes
+``.llm/part0`` .. ``part4``, ignored by git: ``/.llm/`` in ``.git/info/exclude``; ``--with-search`` adds lightgbm
+for the GBM prior). A call carries at most 64 MiB with the working tree: leave the large folders that training
+does not read (``datasets/kernel_tuner``, ``models/``, ``benchmarks/results``) out of git's index for the
+transfer calls (``git rm -r --cached`` plus ``.git/info/exclude``, ``git reset`` afterwards). Then
 
 1. carry ``.llm/part0``: ``python3 benchmarks/llm_transfer.py receive .llm/part0``
 2. to 4. the same with ``.llm/part1``, ``.llm/part2``, ``.llm/part3``
-5. carry ``.llm/part4``, timeout 600 (about 8 minutes)::
+5. carry ``.llm/part4``, timeout 600 (about 9 minutes)::
 
        python3 benchmarks/llm_transfer.py receive .llm/part4 && python3 benchmarks/llm_transfer.py unpack &&
        export PYTHONPATH=/tmp/kernelcast-llm/site KERNELCAST_CACHE=/tmp/kernelcast-llm/cache PYTHONUNBUFFERED=1
        KERNELCAST_SMOLLM2_GGUF=/tmp/kernelcast-llm/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf &&
        source benchmarks/device_env.sh && set -o pipefail &&
-       python3 benchmarks/train_llm_surrogate.py --split shapes --minutes 5 --out $OUT 2>&1 | tee $OUT/train_shapes.log
+       python3 benchmarks/train_llm_surrogate.py --split shapes --minutes 4.8 --param batch_size=512 \
+           --param head_learning_rate=3e-4 --param prior_groups=shapes --out $OUT 2>&1 | tee $OUT/train_shapes.log
 
-6. no carry, timeout 600: the same exports and ``source``, then ``--split variants`` (``train_variants.log``).
+6. no carry, timeout 600: the same exports and ``source``, then ``--split variants --param batch_size=256
+   --param prior_groups=variants`` (batch 512 ran out of an H100's memory on this split).
+
+``--load DIR`` measures the throughput of a trained model directory without training.
 
 Here, the GBM on the very same split (same holdouts, seed and calibration groups), for the side-by-side::
 

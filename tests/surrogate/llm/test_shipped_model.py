@@ -60,3 +60,18 @@ def test_shipped_variants_model_loads_on_the_cpu_and_forecasts(candidates, llm_e
     assert np.abs(mean - measured).max() < 1.0
     decisions = model.decide_from_forecast(forecast, float(np.exp(measured.min())))
     assert all(isinstance(d, Decision) for d in decisions)
+
+
+def test_shipped_variants_model_forecasts_through_its_gbm_prior(candidates, llm_extra):
+    """The shipped model reads a GBM prior (``prior/``) and kept the weights of its validation-best step;
+    that step's forecast is the prior's plus the head's corrections."""
+    from kernelcast.surrogate.llm.forecaster import LLMSurrogate
+
+    model = LLMSurrogate.load(MODEL_DIR, device="cpu")
+    assert model.prior == "gbm" and model.prior_ is not None and model.regressor_.prior_features == 3
+    log = model.training_log_
+    assert log["kept_valid_pairwise_accuracy"] == max(h["pairwise_accuracy"] for h in log["valid_history"])
+    ours, prior = model._predict_raw(candidates), model.prior_._predict_raw(candidates)
+    if log["kept_step"] == 0:  # the corrections still at their zero start: the prior's forecast exactly
+        np.testing.assert_allclose(ours.mean, prior.mean, atol=1e-4)
+    assert np.all(np.isfinite(ours.mean))
