@@ -158,18 +158,10 @@ def task_spaces(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | 
 
 def _family_space_sizes(families: list[str]) -> dict[str, int]:
     """Configurations over all variants of each of ``families`` that kernelcast registers (others left out)."""
-    from kernelcast.measurement.families import family_names, get_family
+    from kernelcast.measurement.families import registered_space_size
 
-    registered = set(family_names())
-    sizes: dict[str, int] = {}
-    for name in families:
-        if name in registered:
-            family = get_family(name)
-            try:
-                sizes[name] = sum(len(family.space(v)) for v in family.variants)
-            except Exception:  # noqa: BLE001 - a family whose space depends on the problem has no fixed size
-                continue
-    return sizes
+    sizes = {name: registered_space_size(name) for name in families}
+    return {name: size for name, size in sizes.items() if size is not None}
 
 
 def complete_tasks(frame: pl.DataFrame | pl.LazyFrame, spaces: Mapping[str, int] | None = None) -> list[str]:

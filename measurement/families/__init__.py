@@ -14,6 +14,7 @@ from kernelcast.measurement.families._base import Family, element_bytes, shared_
 
 __all__ = [
     "BUILTIN_FAMILIES",
+    "registered_space_size",
     "Family",
     "element_bytes",
     "family_names",
@@ -70,6 +71,22 @@ def register_family(cls: type[Family]) -> type[Family]:
 def family_names() -> list[str]:
     """Names of every registered family, built-in ones first."""
     return list(_REGISTRY)
+
+
+def registered_space_size(name: str, variant: str | None = None) -> int | None:
+    """Configurations in the space of a registered family's ``variant`` (all variants summed when None).
+
+    None when no family is registered as ``name``, when it has no such variant, or when its space depends on
+    the problem (no fixed size). Used to decide whether a stored task holds its whole space.
+    """
+    if name not in _REGISTRY:
+        return None
+    family = get_family(name)
+    try:
+        variants = family.variants if variant is None else (variant,)
+        return sum(len(family.space(v)) for v in variants)
+    except Exception:  # noqa: BLE001 - an unknown variant, or a space that depends on the problem
+        return None
 
 
 def get_family(name: str) -> Family:

@@ -315,21 +315,16 @@ def _check_family_spaces(
     undecided = [t for t in tasks if (t.family, t.problem_json, t.dtype, t.device) in unknown]
     if not undecided:
         return tasks, 0, 0
-    from kernelcast.measurement.families import family_names, get_family
+    from kernelcast.measurement.families import registered_space_size
 
-    registered = set(family_names())
     columns = ["family", "variant", "problem_json", "dtype", "device"]
     stored = {tuple(row[:-1]): row[-1] for row in frame.group_by(columns).agg(
         pl.col("config_json").n_unique()).iter_rows()}
     left_out: set[Task] = set()
     guessed = 0
     for task in undecided:
-        if task.family not in registered:
-            guessed += 1
-            continue
-        try:
-            full = len(get_family(task.family).space(task.variant))
-        except InvalidParameterError:  # a variant the registered family no longer has
+        full = registered_space_size(task.family, task.variant)
+        if full is None:  # not a registered family, or a variant it no longer has
             guessed += 1
             continue
         if stored[(task.family, task.variant, task.problem_json, task.dtype, task.device)] < full:

@@ -65,3 +65,14 @@ def test_unknown_family_lists_the_registered_ones():
                                                    r"'softmax'.*'transpose'.*Got 'nope' instead"):
         get_family("nope")
     assert family_names()[: len(BUILTIN_FAMILIES)] == list(BUILTIN_FAMILIES)
+
+
+def test_registered_space_size_per_variant_and_per_family():
+    from kernelcast.measurement.families import get_family, registered_space_size
+
+    matmul = get_family("matmul")
+    sizes = {v: len(matmul.space(v)) for v in matmul.variants}
+    assert registered_space_size("matmul", "blocked") == sizes["blocked"] > 0
+    assert registered_space_size("matmul") == sum(sizes.values())
+    assert registered_space_size("matmul", "no_such_variant") is None
+    assert registered_space_size("kernel_tuner/Xgemm") is None
