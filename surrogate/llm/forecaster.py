@@ -244,9 +244,10 @@ class LLMSurrogate(FrameSurrogate):
 
         if self.prior_groups not in GROUP_COLUMNS:
             raise invalid_choice("prior_groups", owner, self.prior_groups, tuple(GROUP_COLUMNS))
-        if not (isinstance(self.prior_folds, int) and not isinstance(self.prior_folds, bool) and self.prior_folds >= 2):
+        folds = self.prior_folds
+        if not (isinstance(folds, int) and not isinstance(folds, bool) and folds >= 2):
             raise InvalidParameterError(
-                f"The 'prior_folds' parameter of {owner} must be an int of at least 2. Got {self.prior_folds!r} instead."
+                f"The 'prior_folds' parameter of {owner} must be an int of at least 2. Got {folds!r} instead."
             )
         if not (isinstance(self.prior_n_jobs, int) and not isinstance(self.prior_n_jobs, bool)
                 and self.prior_n_jobs != 0):
@@ -293,7 +294,7 @@ class LLMSurrogate(FrameSurrogate):
         self.regressor_ = PromptRegressor(
             base, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
             head_width=self.head_width, max_prefix_tokens=self.max_prefix_tokens, device=self.device,
-            seed=self.random_state if isinstance(self.random_state, int) else 0,
+            seed=self._seed(),
             prior_features=0 if prior is None else 3, head_norm=self.head_norm,
         )
         self.training_log_ = self.regressor_.fit(
@@ -313,13 +314,16 @@ class LLMSurrogate(FrameSurrogate):
             return None
         from kernelcast.surrogate.evaluation.splits import group_labels
 
-        labels = group_labels(records, self.prior_groups)
-        groups, group_of_row = np.unique(labels, return_inverse=True)
-        rng = np.random.default_rng((self.random_state if isinstance(self.random_state, int) else 0) + 1)
+        groups, group_of_row = np.unique(group_labels(records, self.prior_groups), return_inverse=True)
+        rng = np.random.default_rng(self._seed() + 1)
         if groups.size < 3:  # too few groups to hold one out: rows instead
             return rng.random(records.height) < self.valid_fraction
         chosen = rng.permutation(groups.size)[: max(1, int(round(self.valid_fraction * groups.size)))]
         return np.isin(group_of_row, chosen)
+
+    def _seed(self) -> int:
+        """The integer seed of ``random_state`` (0 when it is None)."""
+        return self.random_state if isinstance(self.random_state, int) else 0
 
     # -- the GBM prior --------------------------------------------------------------------------------
     def _new_prior(self) -> Any:
@@ -327,16 +331,27 @@ class LLMSurrogate(FrameSurrogate):
 
         n_jobs = self.prior_n_jobs if self.prior_n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + self.prior_n_jobs)
         return GBMSurrogate(centering=self.centering, n_jobs=n_jobs,
-                            random_state=self.random_state if isinstance(self.random_state, int) else 0)
+                            random_state=self._seed())
 
-    def _prior_columns(self, gbm: Any, frame: pl.DataFrame) -> np.ndarray:
-        """The prior of each row of ``frame`` from ``gbm``, shape (n, 3): mean log time in this model's
-        units (minus this model's task level with ``centering``), log interval width, failure logit."""
+    def _level(self, frame: pl.DataFrame) -> np.ndarray | None:
+        """Task level of each row by this model's level model (None without ``centering``)."""
+        if getattr(self, "level_model_", None) is None:
+            return None
+        X, _ = self._feature_matrices(frame)
+        return self.task_level(frame, X)
+
+    def _prior_columns(self, gbm: Any, frame: pl.DataFrame, level: np.ndarray | None = None) -> np.ndarray:
+        """The prior of each row of ``frame`` from ``gbm``, shape (n, 3).
+
+        Columns: mean log time in this model's units (minus this model's task ``level``, computed here when
+        not given), log interval width, failure logit.
+        """
         raw = gbm._predict_raw(frame)
         mean = np.asarray(raw.mean, dtype=np.float64)
-        if getattr(self, "level_model_", None) is not None:
-            X, _ = self._feature_matrices(frame)
-            mean = mean - self.task_level(frame, X)
+        if level is None:
+            level = self._level(frame)
+        if level is not None:
+            mean = mean - level
         width = np.log(np.maximum(np.asarray(raw.upper) - np.asarray(raw.lower), 1e-3))
         p = np.clip(np.asarray(raw.p_fail, dtype=np.float64), 1e-5, 1.0 - 1e-5)
         return np.stack([mean, width, np.log(p) - np.log1p(-p)], axis=1)
@@ -349,9 +364,8 @@ class LLMSurrogate(FrameSurrogate):
 
         _, sources = self._fit_context
         started = time.perf_counter()
-        labels = group_labels(records, self.prior_groups)
-        groups, group_of_row = np.unique(labels, return_inverse=True)
-        rng = np.random.default_rng(self.random_state if isinstance(self.random_state, int) else 0)
+        groups, group_of_row = np.unique(group_labels(records, self.prior_groups), return_inverse=True)
+        rng = np.random.default_rng(self._seed())
         if groups.size >= 2:
             folds = min(self.prior_folds, groups.size)
             fold = (rng.permutation(groups.size) % folds)[group_of_row]
@@ -385,14 +399,12 @@ class LLMSurrogate(FrameSurrogate):
         texts, keys, suffixes = self.prompts(frame)
         dtype = None if self.inference_dtype == "auto" else self.inference_dtype
         gbm = getattr(self, "prior_", None)
-        prior = self._prior_columns(gbm, frame) if gbm is not None else None
+        level = self._level(frame)  # featurized once: for the prior and for the forecast
+        prior = self._prior_columns(gbm, frame, level) if gbm is not None else None
         pred = self.regressor_.predict(texts, keys, suffixes, batch_size=self.inference_batch_size, dtype=dtype,
                                        prior=prior)
         half_width = float(ndtri(0.5 + self.coverage / 2.0)) * pred.scale
-        mean = pred.mean
-        if getattr(self, "level_model_", None) is not None:
-            X, _ = self._feature_matrices(frame)
-            mean = mean + self.task_level(frame, X)
+        mean = pred.mean if level is None else pred.mean + level
         return RawForecast(mean=mean, lower=mean - half_width, upper=mean + half_width, p_fail=pred.p_fail)
 
     # -- persistence ----------------------------------------------------------------------------------
@@ -450,7 +462,7 @@ class LLMSurrogate(FrameSurrogate):
             base, lora_rank=int(lora["r"]), lora_alpha=int(lora["lora_alpha"]),
             lora_dropout=float(lora["lora_dropout"]), head_width=int(state["head_width"]),
             max_prefix_tokens=int(state["max_prefix_tokens"]), device=self.device,
-            seed=self.random_state if isinstance(self.random_state, int) else 0,
+            seed=self._seed(),
             prior_features=int(state.get("prior_features", 0)), head_norm=bool(state.get("head_norm", False)),
         )
         self.regressor_.load_weights(path, state)

@@ -513,19 +513,11 @@ class PromptRegressor:
                     hidden = self._hidden(decoder, self.prefix_ids(rows.prefixes[key]), suffixes, pad_id)
                     prior = prior_t[torch.as_tensor(chunk, device=self.device)] if prior_t is not None else None
                     mu[members[start:start + 512]] = self._head_outputs(hidden, prior)[0].float().cpu().numpy()
-        correct = total = 0
-        y, noise, task = rows.log_time[index], np.nan_to_num(rows.noise[index], nan=0.01), rows.task[index]
-        for t in np.unique(task):
-            m = task == t
-            if m.sum() < 2:
-                continue
-            gap = y[m][:, None] - y[m][None, :]
-            tie = np.abs(gap) <= 2.0 * np.sqrt(noise[m][:, None] ** 2 + noise[m][None, :] ** 2)
-            upper = np.triu(np.ones_like(tie), k=1) & ~tie
-            pred = mu[m][:, None] - mu[m][None, :]
-            correct += int(((np.sign(gap) == np.sign(pred)) & upper).sum())
-            total += int(upper.sum())
-        return correct / total if total else float("nan")
+        from kernelcast.surrogate.evaluation.metrics import pairwise_accuracy
+
+        # Ties within 2 * sqrt(noise_a**2 + noise_b**2), as in the rank loss and the evaluation suite.
+        return pairwise_accuracy(np.exp(rows.log_time[index]), mu, rows.task[index],
+                                 tie_tolerance=2.0 * np.nan_to_num(rows.noise[index], nan=0.01))
 
     # -- inference ------------------------------------------------------------------------------------
     def _inference_model(self, dtype: str) -> tuple[Any, Any]:
