@@ -80,6 +80,25 @@ PLAN: list[tuple] = [
         ("softmax", "4096x4096"), ("layernorm", "4096x4096"), ("rmsnorm", "4096x4096"), ("rowsum", "4096x4096"),
         ("transpose", "4096x4096"), ("matmul", "1024x1024x1024"),
     ]],
+    # Session 4: matmul and attention are where held-out shapes ranked worst (only three dense matmul shapes),
+    # so more shapes, 300 configurations per variant (matmul) and 200 (attention), fp16: small, skinny, small-K,
+    # large-K and unaligned shapes first, then the sparse shapes above made denser.
+    *[(f, s, "float16", space) for f, s, space in [
+        ("matmul", "100x300x700", "random:300"), ("attention", "2x16x777x64", "random:200"),
+        ("matmul", "2048x8192x512", "random:300"), ("matmul", "333x555x2047", "random:300"),
+        ("attention", "1x32x1024x128", "random:200"), ("matmul", "16x4096x4096", "random:300"),
+        ("matmul", "2800x3100x64", "random:300"), ("attention", "8x16x333x64", "random:200"),
+        ("matmul", "4096x1024x16384", "random:300"), ("matmul", "1000x1000x1000", "random:300"),
+        ("attention", "16x8x256x32", "random:200"), ("matmul", "1536x768x3072", "random:300"),
+        ("matmul", "200x12000x800", "random:300"), ("attention", "2x32x1500x128", "random:200"),
+        ("matmul", "513x1025x2047", "random:300"), ("matmul", "6144x2048x1024", "random:300"),
+        ("matmul", "64x64x8192", "random:300"), ("matmul", "768x3072x768", "random:300"),
+        ("matmul", "2500x2500x2500", "random:300"), ("matmul", "8192x8192x8192", "random:300"),
+        *[("matmul", s, "random:300") for s in ("777x999x1111", "2048x2048x2048", "256x4096x4096",
+                                                "4096x256x4096", "1536x1536x6144", "3000x1000x500",
+                                                "64x8192x8192")],
+    ]],
+    *[("attention", s, "float16", "random:200", {"causal": True}) for s in ("4x8x2048x64", "1x16x4096x128")],
 ]
 
 
