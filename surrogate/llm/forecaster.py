@@ -27,6 +27,13 @@ learn what the GBM misses on *unseen* groups, the training rows get out-of-fold 
 fitted on the others. A final GBM fitted on every training row forecasts new candidates; it is saved in the
 model directory (``prior/``, LightGBM text plus JSON). ``prior="none"`` is the language model alone.
 
+``prior="mix"`` keeps the two apart instead: the language model forecasts from the prompt alone, and the
+forecast is ``w`` times its forecast plus ``1 - w`` times the GBM's (means, interval bounds and failure
+probabilities alike, before calibration). ``w`` is chosen from :data:`MIX_WEIGHTS` by the within-task
+pairwise accuracy on the validation groups (``valid_fraction``), which neither model was trained on: the
+GBM's forecasts of them are the out-of-fold ones. A source the GBM's features cannot describe can so pull
+``w`` up, and a validation set where the language model adds nothing leaves ``w = 0``: the GBM.
+
 Training runs on the GPU when there is one (``device="auto"``), for ``max_minutes`` or ``max_steps``;
 the adapters and the head are saved as safetensors plus JSON and load on the CPU.
 """
@@ -53,8 +60,14 @@ from kernelcast.surrogate.tasks import relative_noise, task_ids
 
 logger = logging.getLogger(__name__)
 
-PRIORS: tuple[str, ...] = ("gbm", "none")
+PRIORS: tuple[str, ...] = ("gbm", "mix", "none")
 """Allowed values of ``LLMSurrogate.prior``."""
+
+MIX_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(11))
+"""Weights of the language model's forecast tried by ``prior="mix"`` (0: the GBM alone, 1: the language model)."""
+
+MAX_MIX_ROWS = 16_384
+"""Validation rows (at most) forecast to choose the weight of ``prior="mix"``."""
 
 PRIOR_DIR = "prior"
 """Folder of the prior GBM inside an LLM model directory."""
@@ -102,8 +115,9 @@ class LLMSurrogate(FrameSurrogate):
         Candidates per forward pass when forecasting.
     inference_dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Dtype of the forecasting model (the adapters are merged into a copy of the weights).
-    prior : {"gbm", "none"}, default="gbm"
-        Forecast a correction of a GBM's forecast (see the module docstring), or from the prompt alone.
+    prior : {"gbm", "mix", "none"}, default="gbm"
+        Forecast a correction of a GBM's forecast, a validation-weighted mix of the language model's and a
+        GBM's forecasts (see the module docstring), or from the prompt alone.
     prior_folds : int, default=4
         Folds of the out-of-fold GBM forecasts of the training rows (at least 2).
     prior_groups : {"shapes", "variants", "families", "device"}, default="shapes"
@@ -130,6 +144,8 @@ class LLMSurrogate(FrameSurrogate):
         Steps, seconds, candidates seen and the loss history of the last ``fit``.
     prior_ : GBMSurrogate or None
         The prior GBM fitted on every training row (None with ``prior="none"``).
+    mix_weight_ : float or None
+        The language model's weight with ``prior="mix"`` (None otherwise).
     featurizer_, level_model_, calibration_, training_data_
         As for the tabular surrogates.
     """
@@ -236,6 +252,11 @@ class LLMSurrogate(FrameSurrogate):
                 f"The 'valid_fraction' parameter of {owner} must be a float in [0, 1). Got {self.valid_fraction!r} "
                 "instead."
             )
+        if self.prior == "mix" and self.valid_fraction <= 0:
+            raise InvalidParameterError(
+                f"prior='mix' chooses its weight on validation groups: the 'valid_fraction' parameter of {owner} "
+                f"must be above 0. Got {self.valid_fraction!r}."
+            )
         if not isinstance(self.head_norm, bool):
             raise InvalidParameterError(f"The 'head_norm' parameter of {owner} must be a bool. Got {self.head_norm!r}.")
         if self.prior not in PRIORS:
@@ -285,28 +306,54 @@ class LLMSurrogate(FrameSurrogate):
         from kernelcast.surrogate.llm.regressor import PromptRegressor, TrainingRows
 
         texts, keys, suffixes = self.prompts(records)
-        prior = self._fit_prior(records) if self.prior == "gbm" else None
+        prior = self._fit_prior(records) if self.prior in ("gbm", "mix") else None
         if prior is None:
             self.prior_ = None
+        reads_prior = self.prior == "gbm"
+        valid = self._valid_rows(records)
         rows = TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes, log_time=log_time, failed=failed,
-                            task=task_ids(records), noise=relative_noise(records), prior=prior)
+                            task=task_ids(records), noise=relative_noise(records),
+                            prior=prior if reads_prior else None)
         base = load_base_model("cpu")
         self.regressor_ = PromptRegressor(
             base, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
             head_width=self.head_width, max_prefix_tokens=self.max_prefix_tokens, device=self.device,
             seed=self._seed(),
-            prior_features=0 if prior is None else 3, head_norm=self.head_norm,
+            prior_features=3 if reads_prior else 0, head_norm=self.head_norm,
         )
         self.training_log_ = self.regressor_.fit(
             rows, max_seconds=60.0 * self.max_minutes, max_steps=self.max_steps, batch_size=self.batch_size,
             learning_rate=self.learning_rate, head_learning_rate=self.head_learning_rate,
             rank_weight=self.rank_weight, rank_temperature=self.rank_temperature, fail_weight=self.fail_weight,
-            valid=self._valid_rows(records), eval_every=self.eval_every,
+            valid=valid, eval_every=self.eval_every,
         )
+        self.mix_weight_ = None
         if prior is not None:
             self.training_log_["prior"] = self.prior_info_
+        if self.prior == "mix":
+            self.mix_weight_ = self._choose_mix_weight(rows, np.flatnonzero(valid & ~failed), prior[:, 0])
         logger.info("Trained %d steps in %.0f s (%d candidates seen)", self.training_log_["steps"],
                     self.training_log_["seconds"], self.training_log_["candidates_seen"])
+
+    def _choose_mix_weight(self, rows: Any, index: np.ndarray, gbm_mean: np.ndarray) -> float:
+        """The weight of :data:`MIX_WEIGHTS` whose mix ranks validation rows ``index`` best (ties: the lower)."""
+        from kernelcast.surrogate.evaluation.metrics import pairwise_accuracy
+
+        if index.size > MAX_MIX_ROWS:
+            index = np.sort(np.random.default_rng(self._seed() + 2).choice(index, MAX_MIX_ROWS, replace=False))
+        llm = self.regressor_.predict(rows.prefixes, [rows.prefix_keys[i] for i in index],
+                                      [rows.suffixes[i] for i in index], batch_size=self.inference_batch_size).mean
+        # Ties within 2 * sqrt(noise_a**2 + noise_b**2), as in the regressor's validation.
+        tolerance = 2.0 * np.nan_to_num(rows.noise[index], nan=0.01)
+        accuracy = [pairwise_accuracy(np.exp(rows.log_time[index]), w * llm + (1.0 - w) * gbm_mean[index],
+                                      rows.task[index], tie_tolerance=tolerance) for w in MIX_WEIGHTS]
+        scores = np.nan_to_num(np.asarray(accuracy, dtype=np.float64), nan=-1.0)
+        weight = float(MIX_WEIGHTS[int(np.argmax(scores))])
+        self.training_log_["mix"] = {"weights": list(MIX_WEIGHTS), "valid_pairwise_accuracy": accuracy,
+                                     "valid_rows": int(index.size), "weight": weight}
+        logger.info("mix: language model weight %.1f (validation pairwise accuracy %.4f; GBM alone %.4f, language "
+                    "model alone %.4f)", weight, scores.max(), accuracy[0], accuracy[-1])
+        return weight
 
     def _valid_rows(self, records: pl.DataFrame) -> np.ndarray | None:
         """Rows held out of training to choose the kept step: whole ``prior_groups`` groups, at least one."""
@@ -395,17 +442,27 @@ class LLMSurrogate(FrameSurrogate):
 
     # -- forecasting ----------------------------------------------------------------------------------
     def _predict_raw(self, frame: pl.DataFrame) -> RawForecast:
-        """Uncalibrated forecasts of a candidate frame: the language model plus the task level."""
+        """Uncalibrated forecasts of a candidate frame: the language model plus the task level (and the mix)."""
         texts, keys, suffixes = self.prompts(frame)
         dtype = None if self.inference_dtype == "auto" else self.inference_dtype
         gbm = getattr(self, "prior_", None)
+        weight = getattr(self, "mix_weight_", None)
         level = self._level(frame)  # featurized once: for the prior and for the forecast
-        prior = self._prior_columns(gbm, frame, level) if gbm is not None else None
+        prior = self._prior_columns(gbm, frame, level) if gbm is not None and weight is None else None
         pred = self.regressor_.predict(texts, keys, suffixes, batch_size=self.inference_batch_size, dtype=dtype,
                                        prior=prior)
         half_width = float(ndtri(0.5 + self.coverage / 2.0)) * pred.scale
         mean = pred.mean if level is None else pred.mean + level
-        return RawForecast(mean=mean, lower=mean - half_width, upper=mean + half_width, p_fail=pred.p_fail)
+        raw = RawForecast(mean=mean, lower=mean - half_width, upper=mean + half_width, p_fail=pred.p_fail)
+        if weight is None:
+            return raw
+        other = gbm._predict_raw(frame)
+
+        def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return weight * np.asarray(a, dtype=np.float64) + (1.0 - weight) * np.asarray(b, dtype=np.float64)
+
+        return RawForecast(mean=mix(raw.mean, other.mean), lower=mix(raw.lower, other.lower),
+                           upper=mix(raw.upper, other.upper), p_fail=mix(raw.p_fail, other.p_fail))
 
     # -- persistence ----------------------------------------------------------------------------------
     def _save_models(self, path: Path) -> dict[str, Any]:
@@ -415,6 +472,8 @@ class LLMSurrogate(FrameSurrogate):
         if getattr(self, "prior_", None) is not None:
             self.prior_.save(path / PRIOR_DIR)
             state["prior"] = {**getattr(self, "prior_info_", {"kind": "gbm"}), "dir": PRIOR_DIR}
+        if getattr(self, "mix_weight_", None) is not None:
+            state["mix_weight"] = self.mix_weight_
         (path / SOURCES_FILE).write_text(json.dumps(self.sources_, indent=0, sort_keys=True))
         log = dict(getattr(self, "training_log_", None) or {})
         (path / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=0))
@@ -475,6 +534,9 @@ class LLMSurrogate(FrameSurrogate):
 
             self.prior_ = GBMSurrogate.load(path / state["prior"]["dir"])
             self.prior_info_ = {k: v for k, v in state["prior"].items() if k != "dir"}
+        self.mix_weight_ = state.get("mix_weight")
+        if self.mix_weight_ is not None:
+            self.prior = "mix"
         self.sources_ = json.loads((path / state.get("sources_file", SOURCES_FILE)).read_text())
         log_file = path / TRAINING_LOG_FILE
         self.training_log_ = json.loads(log_file.read_text()) if log_file.is_file() else {}

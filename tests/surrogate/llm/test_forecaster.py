@@ -156,6 +156,41 @@ def test_without_prior_the_head_reads_the_prompt_alone(small_data, llm_extra):
     assert np.all(np.isfinite(model.forecast(small_data["test"]).log_time_mean))
 
 
+def test_mix_weights_the_language_model_against_the_gbm_on_validation(small_data, llm_extra, tmp_path):
+    """prior='mix': the language model reads no prior; its forecast and the GBM's are mixed with the weight
+    whose validation pairwise accuracy is best, and the weight travels with the saved model."""
+    from kernelcast.surrogate import load_surrogate
+    from kernelcast.surrogate.llm.forecaster import MIX_WEIGHTS
+
+    model = _llm()(**{**TINY, "prior": "mix", "prior_folds": 2, "valid_fraction": 0.5})
+    model.fit(small_data["train"], sources=small_data["sources"])
+    assert model.regressor_.prior_features == 0 and model.prior_ is not None
+    mix = model.training_log_["mix"]
+    assert mix["weights"] == list(MIX_WEIGHTS) and len(mix["valid_pairwise_accuracy"]) == len(MIX_WEIGHTS)
+    assert mix["weight"] == model.mix_weight_ and mix["valid_rows"] > 1
+    best = max(mix["valid_pairwise_accuracy"])
+    assert mix["valid_pairwise_accuracy"][MIX_WEIGHTS.index(model.mix_weight_)] == best
+    assert all(a < best for a in mix["valid_pairwise_accuracy"][: MIX_WEIGHTS.index(model.mix_weight_)])  # ties: lower
+    test = small_data["test"]
+    chosen = model._predict_raw(test)
+    parts = {}
+    for w in (0.0, 1.0, 0.3):
+        model.mix_weight_ = w
+        parts[w] = model._predict_raw(test)
+    gbm = model.prior_._predict_raw(test)
+    np.testing.assert_allclose(parts[0.0].mean, gbm.mean)
+    np.testing.assert_allclose(parts[0.0].p_fail, gbm.p_fail)
+    assert not np.allclose(parts[1.0].mean, gbm.mean, atol=1e-3)
+    for field in ("mean", "lower", "upper", "p_fail"):
+        np.testing.assert_allclose(getattr(parts[0.3], field),
+                                   0.3 * getattr(parts[1.0], field) + 0.7 * getattr(parts[0.0], field), atol=1e-9)
+    model.mix_weight_ = mix["weight"]
+    path = model.save(tmp_path / "llm_mix")
+    loaded = load_surrogate(path)
+    assert loaded.prior == "mix" and loaded.mix_weight_ == mix["weight"]
+    np.testing.assert_allclose(loaded._predict_raw(test).mean, chosen.mean, atol=2e-3)
+
+
 @pytest.mark.parametrize(("param", "value", "message"), [
     ("prior", "forest", "'prior' parameter of LLMSurrogate must be one of"),
     ("prior_folds", 1, "'prior_folds' parameter of LLMSurrogate must be an int of at least 2. Got 1"),
@@ -163,6 +198,13 @@ def test_without_prior_the_head_reads_the_prompt_alone(small_data, llm_extra):
 ])
 def test_invalid_prior_parameters(param, value, message):
     test_invalid_parameters(param, value, message)
+
+
+def test_mix_needs_validation_groups():
+    model = _llm()(prior="mix", valid_fraction=0.0)
+    frame = pl.DataFrame({**{c: ["x"] for c in CANDIDATE_COLUMNS}, "status": ["ok"], "time_ms": [1.0]})
+    with pytest.raises(InvalidParameterError, match="prior='mix' chooses its weight on validation groups: .* Got 0.0"):
+        model.fit(frame)
 
 
 def test_validation_keeps_the_best_step(small_data, llm_extra):
