@@ -62,16 +62,22 @@ def test_shipped_variants_model_loads_on_the_cpu_and_forecasts(candidates, llm_e
     assert all(isinstance(d, Decision) for d in decisions)
 
 
-def test_shipped_variants_model_forecasts_through_its_gbm_prior(candidates, llm_extra):
-    """The shipped model reads a GBM prior (``prior/``) and kept the weights of its validation-best step;
-    that step's forecast is the prior's plus the head's corrections."""
+def test_shipped_variants_model_mixes_the_language_model_with_its_gbm(candidates, llm_extra):
+    """The shipped model (``prior="mix"``) forecasts with the language model alone and with its GBM
+    (``prior/``), and mixes the two with the weight its validation groups chose (the one the committed
+    evaluation reports); it kept the weights of its validation-best step."""
     from kernelcast.surrogate.llm.forecaster import LLMSurrogate
 
     model = LLMSurrogate.load(MODEL_DIR, device="cpu")
-    assert model.prior == "gbm" and model.prior_ is not None and model.regressor_.prior_features == 3
+    assert model.prior == "mix" and model.prior_ is not None and model.regressor_.prior_features == 0
     log = model.training_log_
     assert log["kept_valid_pairwise_accuracy"] == max(h["pairwise_accuracy"] for h in log["valid_history"])
-    ours, prior = model._predict_raw(candidates), model.prior_._predict_raw(candidates)
-    if log["kept_step"] == 0:  # the corrections still at their zero start: the prior's forecast exactly
-        np.testing.assert_allclose(ours.mean, prior.mean, atol=1e-4)
+    result = json.loads(RESULTS.read_text())
+    assert model.mix_weight_ == log["mix"]["weight"] == result["training"]["mix"]["weight"]
+    assert 0.0 < model.mix_weight_ < 1.0
+    ours, gbm = model._predict_raw(candidates), model.prior_._predict_raw(candidates)
+    weight = model.mix_weight_
+    model.mix_weight_ = 1.0
+    alone = model._predict_raw(candidates)
+    np.testing.assert_allclose(ours.mean, weight * alone.mean + (1.0 - weight) * gbm.mean, atol=1e-9)
     assert np.all(np.isfinite(ours.mean))
