@@ -76,6 +76,8 @@ from kernelcast.surrogate.tasks import (
     relative_noise,
     require_candidates,
     require_records,
+    task_balanced_weights,
+    task_ids,
     task_labels,
     within_task_pairs,
 )
@@ -238,6 +240,9 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
     model_name: ClassVar[str] = "base"
     """Name under which the surrogate is registered (``kernelcast train --model NAME``)."""
 
+    _saved_before: ClassVar[dict[str, Any]] = {}
+    """Values of hyperparameters added later, for models saved without them (how those were trained)."""
+
     coverage: float
     skip_error_rate: float
     pair_calibration: str
@@ -247,12 +252,15 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
 
     # -- subclass hooks -----------------------------------------------------------------------------
     @abc.abstractmethod
-    def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray) -> None:
+    def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray,
+                    sample_weight: np.ndarray | None = None) -> None:
         """Fit the models: log-time ``y_ok`` on ``X_ok`` (ok records), ``failed`` (bool) on ``X_all``.
 
         ``X_all`` is built without compiled metadata (see :meth:`_raw_forecast`).
 
-        With ``centering``, ``y_ok`` is the log time minus the task level.
+        With ``centering``, ``y_ok`` is the log time minus the task level. ``sample_weight`` (shape of
+        ``y_ok``) weighs the ok records for the log-time models; None: equal weights. It is set for a
+        subclass with ``task_weighting="equal"`` (:func:`~kernelcast.surrogate.tasks.task_balanced_weights`).
         """
 
     @abc.abstractmethod
@@ -366,7 +374,10 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
             )
             y = y - self.task_level(records, X)
         X_model = self._model_matrix(X)
-        self._fit_models(X_model[ok], y[ok], self._model_matrix(X_fail), ~ok)
+        weights = None
+        if getattr(self, "task_weighting", "records") == "equal":
+            weights = task_balanced_weights(task_ids(records)[ok])
+        self._fit_models(X_model[ok], y[ok], self._model_matrix(X_fail), ~ok, sample_weight=weights)
         self.n_features_in_ = X.shape[1]
         self.feature_names_ = list(self.featurizer_.feature_names_)
         self.training_data_ = _artifact.training_identity(records, data_path)
@@ -841,7 +852,7 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
                 f"The model in {str(path)!r} is a {meta.get('class')!r}, not a {expected!r}; load it with "
                 "kernelcast.surrogate.load_surrogate."
             )
-        model = cls(**meta["params"])
+        model = cls(**{**cls._saved_before, **meta["params"]})
         model.featurizer_ = Featurizer.from_dict(meta["featurizer"], what=f"The model in {str(path)!r}")
         model.feature_names_ = list(meta["feature_names"])
         if model.feature_names_ != model.featurizer_.feature_names_:

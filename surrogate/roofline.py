@@ -139,7 +139,8 @@ class RooflineSurrogate(CalibratedSurrogate):
             "sigma": float(max(resid.std(), 1e-3)) if resid.size else 1.0,
         }
 
-    def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray) -> None:
+    def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray,
+                    sample_weight: np.ndarray | None = None) -> None:
         family_col = self.featurizer_.feature_names_.index("family")
         fam_ok = X_ok[:, family_col]
         fam_all = X_all[:, family_col]

@@ -69,6 +69,19 @@ def task_ids(frame: pl.DataFrame) -> np.ndarray:
     return keys.select(pl.struct(pl.all()).rank("dense")).to_series().to_numpy().astype(np.int64) - 1
 
 
+def task_balanced_weights(tasks: np.ndarray) -> np.ndarray:
+    """Sample weights that give every task the same total weight: ``1 / (records of its task)``, mean 1.
+
+    Parameters
+    ----------
+    tasks : ndarray of shape (n,)
+        Task id (or label) of each record.
+    """
+    _, inverse, counts = np.unique(np.asarray(tasks), return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse].astype(np.float64)
+    return weights * (weights.size / weights.sum()) if weights.size else weights
+
+
 def task_labels(frame: pl.DataFrame) -> list[str]:
     """A readable label per row's task: ``family|problem_json|dtype|device``."""
     return frame.select(pl.concat_str([pl.col(c).cast(pl.String) for c in TASK_COLUMNS], separator="|")).to_series(

@@ -85,7 +85,8 @@ class FrameSurrogate(CalibratedSurrogate):
             del self._fit_context
         return self
 
-    def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray) -> None:
+    def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray,
+                    sample_weight: np.ndarray | None = None) -> None:
         records, sources = self._fit_context
         self.sources_ = source_mapping(sources)
         if "source_text" in records.columns:

@@ -184,3 +184,63 @@ def test_compiled_inference_matches_lightgbm(splits, tmp_path, monkeypatch):
     for field in ("log_time_mean", "log_time_lower", "log_time_upper", "p_fail"):
         np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=0, atol=1e-9)
     assert list((tmp_path / "cache" / "lleaves").glob("*.o"))  # compiled once, cached on disk
+
+
+def test_task_balanced_weights_give_every_task_the_same_total():
+    from kernelcast.surrogate.tasks import task_balanced_weights
+
+    tasks = np.array([0, 0, 0, 0, 1, 2, 2])
+    w = task_balanced_weights(tasks)
+    assert w.mean() == pytest.approx(1.0)
+    totals = [w[tasks == t].sum() for t in (0, 1, 2)]
+    np.testing.assert_allclose(totals, totals[0])
+    assert task_balanced_weights(np.array([], dtype=np.int64)).size == 0
+
+
+@pytest.mark.parametrize("weighting", ["equal", "records"])
+def test_task_weighting_reaches_the_log_time_models(splits, weighting, monkeypatch):
+    """With ``equal`` every task of the training records carries the same total weight in the log-time
+    models (one task here is cut to a tenth of its records); with ``records`` every record weighs the same."""
+    from kernelcast.surrogate.cqr import ConformalQuantileRegressor
+    from kernelcast.surrogate.tasks import ok_mask, task_ids
+
+    train = splits["train"]
+    tasks = task_ids(train)
+    first = tasks == tasks[0]
+    train = train.filter(pl.Series(~first | (np.cumsum(first) % 10 == 0)))  # an unbalanced task
+    seen = {}
+    fit = ConformalQuantileRegressor.fit
+
+    def spy(self, X, y, sample_weight=None):
+        seen["weight"] = sample_weight
+        return fit(self, X, y, sample_weight=sample_weight)
+
+    monkeypatch.setattr(ConformalQuantileRegressor, "fit", spy)
+    GBMSurrogate(**SMALL, task_weighting=weighting).fit(train)
+    ok_tasks = task_ids(train)[ok_mask(train)]
+    if weighting == "records":
+        assert seen["weight"] is None
+        return
+    w = seen["weight"]
+    assert w.shape == ok_tasks.shape and w.mean() == pytest.approx(1.0)
+    totals = np.array([w[ok_tasks == t].sum() for t in np.unique(ok_tasks)])
+    assert np.unique(ok_tasks).size >= 2 and np.ptp(totals) < 1e-9 * totals.max()
+
+
+def test_task_weighting_changes_the_fit_and_models_saved_before_it_load_as_records(splits, tmp_path):
+    equal = GBMSurrogate(**SMALL).fit(splits["train"])
+    records = GBMSurrogate(**SMALL, task_weighting="records").fit(splits["train"])
+    assert equal.task_weighting == "equal"
+    assert not np.allclose(equal.forecast(splits["test"]).log_time_mean,
+                           records.forecast(splits["test"]).log_time_mean)
+    records.save(tmp_path / "old")
+    file = tmp_path / "old" / "model.json"
+    meta = json.loads(file.read_text())
+    del meta["params"]["task_weighting"]  # as written before the option existed
+    file.write_text(json.dumps(meta))
+    loaded = load_surrogate(tmp_path / "old")
+    assert loaded.task_weighting == "records"
+    np.testing.assert_array_equal(loaded.forecast(splits["test"]).log_time_mean,
+                                  records.forecast(splits["test"]).log_time_mean)
+    with pytest.raises(InvalidParameterError, match="'task_weighting' parameter of GBMSurrogate must be one of"):
+        GBMSurrogate(task_weighting="tasks").fit(splits["train"])
