@@ -95,6 +95,8 @@ DEVELOPMENT: dict[str, Callable[[Task], bool]] = {
 SMALL_FLOOR = 5
 """Tasks whose 2% budget is under this many measurements are searched at this floor and reported apart."""
 
+logger = logging.getLogger("search_replay")
+
 
 def strategy(name: str) -> Strategy:
     """A registered strategy or one of :data:`ABLATIONS`."""
@@ -108,14 +110,34 @@ def _train(frame: pl.DataFrame, kind: str, holdouts: list[str], path: Path, seed
     described = split.describe()
     info: dict[str, Any] = {"model_dir": str(path), "holdouts": holdouts, **{k: described[k] for k in (
         "n_train", "n_calibration", "calibration_mode")}, "n_test_groups": len(described["test_groups"])}
-    if not (path / "model.json").exists():
+    estimator = GBMSurrogate(random_state=seed, n_jobs=1)
+    if not _cached_model_fits(path, estimator, split.train):
         start = time.perf_counter()
-        model = fit_on_split(GBMSurrogate(random_state=seed, n_jobs=1), split)
+        model = fit_on_split(estimator, split)
         model.save(path, extra={"split": described})
         info["fit_seconds"] = time.perf_counter() - start
     info["_train_devices"] = set(split.train["device"].unique().to_list())
     info["_train_problems"] = set(split.train["problem_json"].unique().to_list())
     return info
+
+
+def _cached_model_fits(path: Path, estimator: GBMSurrogate, train: pl.DataFrame) -> bool:
+    """Whether the model saved at ``path`` has ``estimator``'s hyperparameters and ``train``'s record keys.
+
+    A cached model trained before a default changed, or on other records, is trained again, not reused.
+    """
+    from kernelcast.surrogate._artifact import read_metadata, training_identity
+
+    if not (path / "model.json").exists():
+        return False
+    meta = read_metadata(path)
+    if meta.get("params") != json.loads(json.dumps(estimator.get_params())):
+        logger.info("retraining %s: its hyperparameters differ from the current defaults", path)
+        return False
+    if meta.get("training_data", {}).get("key_sha256") != training_identity(train, None)["key_sha256"]:
+        logger.info("retraining %s: it was trained on other records", path)
+        return False
+    return True
 
 
 def shape_folds(tasks: Sequence[Task], folds: int, seed: int) -> list[list[str]]:
