@@ -25,7 +25,6 @@ import polars as pl
 from kernelcast.exceptions import InvalidParameterError, invalid_choice
 from kernelcast.surrogate._calibrated import CalibratedSurrogate, RawForecast
 from kernelcast.surrogate.cqr import ConformalQuantileRegressor
-from kernelcast.surrogate.features import COMPILED_COLUMNS
 from kernelcast.surrogate.tasks import log_time, ok_mask, require_records, task_balanced_weights, task_ids
 
 UPDATE_MODES: tuple[str, ...] = ("refit", "warm_start")
@@ -35,32 +34,6 @@ TASK_WEIGHTINGS: tuple[str, ...] = ("equal", "records")
 """Allowed values of ``GBMSurrogate.task_weighting``."""
 
 _BOOSTER_FILES = {"mean": "mean.txt", "lower": "lower.txt", "upper": "upper.txt"}
-
-
-_TABLE_KEYS: tuple[str, ...] = ("source_hash", "config_json", "dtype", "device")
-_TABLE_SCHEMA: dict[str, pl.DataType] = {**{k: pl.String for k in _TABLE_KEYS},
-                                         **{c: pl.Float64 for c in COMPILED_COLUMNS}}
-
-
-def compiled_table(records: pl.DataFrame) -> pl.DataFrame:
-    """Median compiled metadata per (source, configuration, dtype, device) of the records that have it."""
-    empty = pl.DataFrame(schema=_TABLE_SCHEMA)
-    if "n_regs" not in records.columns:
-        return empty
-    have = records.filter(pl.col("n_regs").is_not_null())
-    if have.is_empty():
-        return empty
-    return (have.group_by(list(_TABLE_KEYS))
-            .agg([pl.col(c).cast(pl.Float64).median() for c in COMPILED_COLUMNS])
-            .select(list(_TABLE_SCHEMA)).cast(_TABLE_SCHEMA).sort(list(_TABLE_KEYS)))
-
-
-def look_up_compiled(frame: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` (without compiled columns) with each row's compiled metadata from ``table`` (null: no match)."""
-    keys = [pl.col(k).cast(pl.String) for k in _TABLE_KEYS]
-    indexed = frame.with_row_index("_row").with_columns(keys)
-    joined = indexed.join(table, on=list(_TABLE_KEYS), how="left").sort("_row")
-    return joined.drop("_row")
 
 
 class GBMSurrogate(CalibratedSurrogate):
@@ -82,12 +55,6 @@ class GBMSurrogate(CalibratedSurrogate):
         Feed compiler metadata (registers, shared memory, warps, stages, and the occupancy derived from them)
         to the log-time models. Only useful when candidates are compiled before they are screened; without
         it a candidate is described the same way before and after compiling.
-    compiled_lookup : bool, default=False
-        Describe each candidate by the compiled metadata of the training records with the same source,
-        configuration, dtype and device (compiled for other problem shapes; the median of each field), not by
-        its own, so a candidate that has not been compiled gets the features of ``use_compiled_metadata``
-        (missing where no training record matches). The table is saved with the model. Cannot be combined
-        with ``use_compiled_metadata``.
     centering : bool, default=True
         Forecast ``level(task) + shape(x)``: the LightGBM models learn the log time minus the task's level
         (:class:`~kernelcast.surrogate.level.TaskLevelModel`); False: they learn the log time itself.
@@ -167,7 +134,6 @@ class GBMSurrogate(CalibratedSurrogate):
         min_calibration_pairs: int = 100,
         incumbent_top_fraction: float = 0.25,
         use_compiled_metadata: bool = False,
-        compiled_lookup: bool = False,
         centering: bool = True,
         device_features: str = "architecture",
         task_weighting: str = "equal",
@@ -193,7 +159,6 @@ class GBMSurrogate(CalibratedSurrogate):
         self.min_calibration_pairs = min_calibration_pairs
         self.incumbent_top_fraction = incumbent_top_fraction
         self.use_compiled_metadata = use_compiled_metadata
-        self.compiled_lookup = compiled_lookup
         self.centering = centering
         self.device_features = device_features
         self.task_weighting = task_weighting
@@ -215,16 +180,6 @@ class GBMSurrogate(CalibratedSurrogate):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        if not isinstance(self.compiled_lookup, bool):
-            raise InvalidParameterError(
-                f"The 'compiled_lookup' parameter of {type(self).__name__} must be a bool. "
-                f"Got {self.compiled_lookup!r}."
-            )
-        if self.compiled_lookup and self.use_compiled_metadata:
-            raise InvalidParameterError(
-                f"{type(self).__name__}: compiled_lookup=True describes candidates by the metadata of other records; "
-                "it cannot be combined with use_compiled_metadata=True (their own metadata). Choose one."
-            )
         if self.task_weighting not in TASK_WEIGHTINGS:
             raise invalid_choice("task_weighting", type(self).__name__, self.task_weighting, TASK_WEIGHTINGS)
         if self.update_mode not in UPDATE_MODES:
@@ -235,19 +190,6 @@ class GBMSurrogate(CalibratedSurrogate):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be a positive int. Got {value!r} instead."
                 )
-
-    # -- compiled metadata looked up from the training records -------------------------------------------------
-    def fit(self, records: pl.DataFrame, y: None = None, **kwargs: Any) -> GBMSurrogate:
-        """As :meth:`CalibratedSurrogate.fit`; with ``compiled_lookup`` it first learns the metadata table."""
-        self.compiled_table_ = compiled_table(records) if self.compiled_lookup else None
-        return super().fit(records, y, **kwargs)
-
-    def _feature_matrices(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        if not getattr(self, "compiled_lookup", False):
-            return super()._feature_matrices(frame)
-        bare = frame.drop([c for c in COMPILED_COLUMNS if c in frame.columns])
-        X_fail = self.featurizer_.transform(bare)
-        return self.featurizer_.transform(look_up_compiled(bare, self.compiled_table_)), X_fail
 
     def _make_regressor(self) -> ConformalQuantileRegressor:
         categorical = [self.featurizer_.feature_names_.index(c) for c in self.featurizer_.categorical_features_]
@@ -361,9 +303,7 @@ class GBMSurrogate(CalibratedSurrogate):
             self.fail_booster_.save_model(str(path / fail_file))
         elif (path / "fail.txt").exists():
             (path / "fail.txt").unlink()
-        table = getattr(self, "compiled_table_", None)
         return {
-            "compiled_table": None if table is None else table.to_dict(as_series=False),
             "boosters": dict(_BOOSTER_FILES),
             "fail_booster": fail_file,
             "fail_rate": self.fail_rate_,
@@ -380,5 +320,3 @@ class GBMSurrogate(CalibratedSurrogate):
         self.fail_rate_ = float(state["fail_rate"])
         fail_file = state.get("fail_booster")
         self.fail_booster_ = lgb.Booster(model_file=str(path / fail_file)) if fail_file else None
-        table = state.get("compiled_table")
-        self.compiled_table_ = None if table is None else pl.DataFrame(table, schema=_TABLE_SCHEMA)

@@ -244,34 +244,3 @@ def test_task_weighting_changes_the_fit_and_models_saved_before_it_load_as_recor
                                   records.forecast(splits["test"]).log_time_mean)
     with pytest.raises(InvalidParameterError, match="'task_weighting' parameter of GBMSurrogate must be one of"):
         GBMSurrogate(task_weighting="tasks").fit(splits["train"])
-
-
-def test_compiled_lookup_describes_a_candidate_by_its_siblings_metadata(splits, tmp_path):
-    """compiled_lookup: a candidate's compiled features come from the training records of the same source,
-    configuration, dtype and device, never from its own columns; the table travels with the model."""
-    from kernelcast.surrogate.features import COMPILED_COLUMNS
-    from kernelcast.surrogate.gbm import compiled_table, look_up_compiled
-
-    train, test = splits["train"], splits["test"]
-    table = compiled_table(train)
-    assert table.height == train.filter(pl.col("n_regs").is_not_null()).select(
-        "source_hash", "config_json", "dtype", "device").unique().height
-    looked = look_up_compiled(test.drop(list(COMPILED_COLUMNS)), table)
-    assert looked.height == test.height and looked["config_json"].to_list() == test["config_json"].to_list()
-    keys = ("source_hash", "config_json", "dtype", "device")
-    regs = {row[:4]: row[4] for row in table.select(*keys, "n_regs").iter_rows()}
-    expected = [regs.get(row) for row in looked.select(*keys).iter_rows()]  # None: no training record matches
-    assert looked["n_regs"].to_list() == expected
-    assert any(v is not None for v in expected)
-
-    model = GBMSurrogate(**SMALL, compiled_lookup=True).fit(train)
-    scrambled = test.with_columns(pl.lit(255).alias("n_regs"), pl.lit(0).alias("shared_bytes"))
-    np.testing.assert_array_equal(model.forecast(scrambled).log_time_mean, model.forecast(test).log_time_mean)
-    model.save(tmp_path / "lookup")
-    loaded = load_surrogate(tmp_path / "lookup")
-    assert loaded.compiled_table_.equals(model.compiled_table_)
-    np.testing.assert_array_equal(loaded.forecast(test).log_time_mean, model.forecast(test).log_time_mean)
-    plain = GBMSurrogate(**SMALL).fit(train)
-    assert plain.compiled_table_ is None
-    with pytest.raises(InvalidParameterError, match="cannot be combined with use_compiled_metadata=True"):
-        GBMSurrogate(compiled_lookup=True, use_compiled_metadata=True).fit(train)
