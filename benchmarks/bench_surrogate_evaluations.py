@@ -106,8 +106,11 @@ def snapshot(data: str, scratch: Path) -> tuple[str, str]:
                             text=True).stdout.strip()
     target = scratch / f"{Path(data).name}-{commit[:12]}"
     if not target.exists():
-        files = subprocess.run(["git", "ls-files", data], cwd=ROOT, check=True, capture_output=True,
-                               text=True).stdout.split()
+        # HEAD's tree, not the index: the index may lack folders (left out of it for a device call)
+        files = subprocess.run(["git", "ls-tree", "-r", "--name-only", commit, "--", data], cwd=ROOT, check=True,
+                               capture_output=True, text=True).stdout.split()
+        if not files:
+            raise SystemExit(f"git holds no files under {data!r} at {commit[:12]}: nothing to evaluate on.")
         for name in files:
             blob = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=ROOT, check=True, capture_output=True).stdout
             dest = target / Path(name).relative_to(data)
