@@ -62,7 +62,8 @@ def main() -> int:
                 subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
             result = json.loads(out.read_text())
             runs[name][weighting] = {k: result.get(k) for k in KEYS}
-            runs[name]["command"] = " ".join(["kernelcast", *train[1:]]).replace(weighting, "{records,equal}")
+        runs[name]["command"] = " ".join(["kernelcast train --model gbm --out DIR --seed", str(spec["seed"]),
+                                          *common[2:], "--param task_weighting={records,equal}"])
     name = "variants_group_calibration"
     runs[name] = {}
     for weighting in WEIGHTINGS:
@@ -72,8 +73,8 @@ def main() -> int:
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         result = json.loads((out_dir / "llm_surrogate_baseline_gbm_variants.json").read_text())
         runs[name][weighting] = {k: result.get(k) for k in KEYS}
-        runs[name]["command"] = ("python benchmarks/train_llm_surrogate.py --model gbm --split variants "
-                                 "--param task_weighting={records,equal}")
+    runs[name]["command"] = ("python benchmarks/train_llm_surrogate.py --model gbm --split variants "
+                             "--param task_weighting={records,equal}")
     for row in runs.values():
         row["pairwise_accuracy_gain"] = row["equal"]["pairwise_accuracy"] - row["records"]["pairwise_accuracy"]
     args.json.write_text(json.dumps({

@@ -76,8 +76,6 @@ from kernelcast.surrogate.tasks import (
     relative_noise,
     require_candidates,
     require_records,
-    task_balanced_weights,
-    task_ids,
     task_labels,
     within_task_pairs,
 )
@@ -259,9 +257,12 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
         ``X_all`` is built without compiled metadata (see :meth:`_raw_forecast`).
 
         With ``centering``, ``y_ok`` is the log time minus the task level. ``sample_weight`` (shape of
-        ``y_ok``) weighs the ok records for the log-time models; None: equal weights. It is set for a
-        subclass with ``task_weighting="equal"`` (:func:`~kernelcast.surrogate.tasks.task_balanced_weights`).
+        ``y_ok``) weighs the ok records for the log-time models (:meth:`_record_weights`); None: equal weights.
         """
+
+    def _record_weights(self, records: pl.DataFrame, ok: np.ndarray) -> np.ndarray | None:
+        """Weights of the ``ok`` rows of ``records`` for the log-time models (None: every record the same)."""
+        return None
 
     @abc.abstractmethod
     def _raw_forecast(self, X: np.ndarray, X_fail: np.ndarray) -> RawForecast:
@@ -374,10 +375,8 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
             )
             y = y - self.task_level(records, X)
         X_model = self._model_matrix(X)
-        weights = None
-        if getattr(self, "task_weighting", "records") == "equal":
-            weights = task_balanced_weights(task_ids(records)[ok])
-        self._fit_models(X_model[ok], y[ok], self._model_matrix(X_fail), ~ok, sample_weight=weights)
+        self._fit_models(X_model[ok], y[ok], self._model_matrix(X_fail), ~ok,
+                         sample_weight=self._record_weights(records, ok))
         self.n_features_in_ = X.shape[1]
         self.feature_names_ = list(self.featurizer_.feature_names_)
         self.training_data_ = _artifact.training_identity(records, data_path)

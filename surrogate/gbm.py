@@ -209,6 +209,10 @@ class GBMSurrogate(CalibratedSurrogate):
             random_state=self.random_state,
         )
 
+    def _record_weights(self, records: pl.DataFrame, ok: np.ndarray) -> np.ndarray | None:
+        """``task_weighting="equal"``: every task of ``records`` the same total weight over its ok rows."""
+        return task_balanced_weights(task_ids(records)[ok]) if self.task_weighting == "equal" else None
+
     def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray,
                     sample_weight: np.ndarray | None = None) -> None:
         self.compiled_ = None
@@ -275,7 +279,7 @@ class GBMSurrogate(CalibratedSurrogate):
             y = y - self.task_level(records, X_full)
         X = self._model_matrix(X_full)[ok]
         y = y[ok]
-        weight = task_balanced_weights(task_ids(records)[ok]) if self.task_weighting == "equal" else None
+        weight = self._record_weights(records, ok)
         low = (1.0 - self.coverage) / 2.0
         objectives = {"mean": ("regression", None), "lower": ("quantile", low), "upper": ("quantile", 1.0 - low)}
         categorical = list(self.regressor_.categorical_features)

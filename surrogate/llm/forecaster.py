@@ -337,16 +337,13 @@ class LLMSurrogate(FrameSurrogate):
 
     def _choose_mix_weight(self, rows: Any, index: np.ndarray, gbm_mean: np.ndarray) -> float:
         """The weight of :data:`MIX_WEIGHTS` whose mix ranks validation rows ``index`` best (ties: the lower)."""
-        from kernelcast.surrogate.evaluation.metrics import pairwise_accuracy
+        from kernelcast.surrogate.llm.regressor import validation_accuracy
 
         if index.size > MAX_MIX_ROWS:
             index = np.sort(np.random.default_rng(self._seed() + 2).choice(index, MAX_MIX_ROWS, replace=False))
         llm = self.regressor_.predict(rows.prefixes, [rows.prefix_keys[i] for i in index],
                                       [rows.suffixes[i] for i in index], batch_size=self.inference_batch_size).mean
-        # Ties within 2 * sqrt(noise_a**2 + noise_b**2), as in the regressor's validation.
-        tolerance = 2.0 * np.nan_to_num(rows.noise[index], nan=0.01)
-        accuracy = [pairwise_accuracy(np.exp(rows.log_time[index]), w * llm + (1.0 - w) * gbm_mean[index],
-                                      rows.task[index], tie_tolerance=tolerance) for w in MIX_WEIGHTS]
+        accuracy = [validation_accuracy(rows, index, w * llm + (1.0 - w) * gbm_mean[index]) for w in MIX_WEIGHTS]
         scores = np.nan_to_num(np.asarray(accuracy, dtype=np.float64), nan=-1.0)
         weight = float(MIX_WEIGHTS[int(np.argmax(scores))])
         self.training_log_["mix"] = {"weights": list(MIX_WEIGHTS), "valid_pairwise_accuracy": accuracy,

@@ -167,6 +167,19 @@ class ForecastHead:
         return head
 
 
+def validation_accuracy(rows: TrainingRows, index: np.ndarray, mean: np.ndarray) -> float:
+    """Within-task pairwise accuracy of forecast means ``mean`` (one per row of ``index``) on rows ``index``.
+
+    Ties within ``TIE_Z * sqrt(noise_a**2 + noise_b**2)`` are excluded, as in the rank loss and the evaluation
+    suite; a runtime without a noise estimate counts as 1% noisy.
+    """
+    from kernelcast.surrogate.evaluation.metrics import pairwise_accuracy
+    from kernelcast.surrogate.tasks import TIE_Z
+
+    return pairwise_accuracy(np.exp(rows.log_time[index]), mean, rows.task[index],
+                             tie_tolerance=TIE_Z * np.nan_to_num(rows.noise[index], nan=0.01))
+
+
 class PromptRegressor:
     """LoRA-adapted decoder plus head (see the module docstring).
 
@@ -513,11 +526,7 @@ class PromptRegressor:
                     hidden = self._hidden(decoder, self.prefix_ids(rows.prefixes[key]), suffixes, pad_id)
                     prior = prior_t[torch.as_tensor(chunk, device=self.device)] if prior_t is not None else None
                     mu[members[start:start + 512]] = self._head_outputs(hidden, prior)[0].float().cpu().numpy()
-        from kernelcast.surrogate.evaluation.metrics import pairwise_accuracy
-
-        # Ties within 2 * sqrt(noise_a**2 + noise_b**2), as in the rank loss and the evaluation suite.
-        return pairwise_accuracy(np.exp(rows.log_time[index]), mu, rows.task[index],
-                                 tie_tolerance=2.0 * np.nan_to_num(rows.noise[index], nan=0.01))
+        return validation_accuracy(rows, index, mu)
 
     # -- inference ------------------------------------------------------------------------------------
     def _inference_model(self, dtype: str) -> tuple[Any, Any]:
