@@ -99,6 +99,25 @@ PLAN: list[tuple] = [
                                                 "64x8192x8192")],
     ]],
     *[("attention", s, "float16", "random:200", {"causal": True}) for s in ("4x8x2048x64", "1x16x4096x128")],
+    # Session 5: the memory-bound families ranked worst on held-out shapes after matmul (bias_gelu, rowsum,
+    # transpose), with 6 sampled shapes each at 40 configurations per variant. New shapes at 150 per variant
+    # first (aligned, unaligned, skinny and wide), then the 40-sampled shapes made denser.
+    *[(f, s, "float16", "random:150") for f, shapes in [
+        ("bias_gelu", ("3000x3000", "8192x2000", "700x9000", "65536x256", "12345x1234", "2048x14336")),
+        ("rowsum", ("3000x3000", "8192x1000", "300x30000", "65536x200", "1234x5678", "32768x96")),
+        ("transpose", ("3000x3000", "8192x2000", "700x9000", "4096x300", "1234x5678", "512x12288")),
+        ("softmax", ("4096x1000", "2500x2500", "100x30000", "65536x128", "6000x1500", "20000x640")),
+        ("layernorm", ("4096x3000", "1500x1500", "250x20000", "32768x512", "6000x1024", "777x7777")),
+        ("rmsnorm", ("2048x5000", "3000x3000", "300x12288", "65536x256", "5000x1280", "999x8192")),
+    ] for s in shapes],
+    *[(f, s, "float16", "random:150") for f, shapes in [
+        ("bias_gelu", ("2048x2048", "8192x4096", "1024x28672", "555x6789", "16384x1024", "4096x11008")),
+        ("rowsum", ("2048x2048", "8192x4096", "512x65536", "999x9999", "131072x32", "16384x512")),
+        ("transpose", ("2048x2048", "4096x1024", "1024x4096", "555x6789", "16384x256", "256x16384")),
+        ("softmax", ("2048x2048", "512x8192", "8192x512", "3000x777", "16384x256", "1024x16384")),
+        ("layernorm", ("2048x1024", "8192x2048", "4096x5120", "333x4000", "16384x1536", "512x16384")),
+        ("rmsnorm", ("2048x2048", "8192x4096", "4096x8192", "777x3333", "16384x2560", "1024x14336")),
+    ] for s in shapes],
 ]
 
 
