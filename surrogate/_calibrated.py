@@ -76,6 +76,7 @@ from kernelcast.surrogate.tasks import (
     relative_noise,
     require_candidates,
     require_records,
+    task_ids,
     task_labels,
     within_task_pairs,
 )
@@ -251,13 +252,14 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
     # -- subclass hooks -----------------------------------------------------------------------------
     @abc.abstractmethod
     def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray,
-                    sample_weight: np.ndarray | None = None) -> None:
+                    sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
         """Fit the models: log-time ``y_ok`` on ``X_ok`` (ok records), ``failed`` (bool) on ``X_all``.
 
         ``X_all`` is built without compiled metadata (see :meth:`_raw_forecast`).
 
         With ``centering``, ``y_ok`` is the log time minus the task level. ``sample_weight`` (shape of
         ``y_ok``) weighs the ok records for the log-time models (:meth:`_record_weights`); None: equal weights.
+        ``groups`` (shape of ``y_ok``) is each ok record's task id, for models that learn within-task order.
         """
 
     def _record_weights(self, records: pl.DataFrame, ok: np.ndarray) -> np.ndarray | None:
@@ -376,7 +378,7 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
             y = y - self.task_level(records, X)
         X_model = self._model_matrix(X)
         self._fit_models(X_model[ok], y[ok], self._model_matrix(X_fail), ~ok,
-                         sample_weight=self._record_weights(records, ok))
+                         sample_weight=self._record_weights(records, ok), groups=task_ids(records)[ok])
         self.n_features_in_ = X.shape[1]
         self.feature_names_ = list(self.featurizer_.feature_names_)
         self.training_data_ = _artifact.training_identity(records, data_path)

@@ -56,6 +56,10 @@ class CompiledBooster:
                 "(lleaves and llvmlite<0.45)."
             ) from exc
         text = booster.model_to_string()
+        if "\nobjective=" not in text.split("\nTree=", 1)[0]:
+            # A booster trained with a callable objective (the ranking loss, kernelcast.surrogate.ranking) names
+            # none, and lleaves requires one; its predictions are raw scores, which lleaves gives for "custom".
+            text = text.replace("\nfeature_names=", "\nobjective=custom\nfeature_names=", 1)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
         folder = cache_dir()
         folder.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from kernelcast.exceptions import InvalidParameterError, NotFittedError
 from kernelcast.surrogate.conformal import cqr_offset
+from kernelcast.surrogate.ranking import PairwiseRankObjective, check_rank_params
 
 
 class EstimatorNotFittedError(NotFittedError, SklearnNotFittedError):
@@ -71,6 +72,16 @@ class ConformalQuantileRegressor(RegressorMixin, BaseEstimator):
         Feature fraction per tree.
     reg_lambda : float, default=0.0
         L2 regularisation of leaf values.
+    rank_weight : float, default=0.0
+        Weight of a within-group pairwise ranking loss added to the mean model's squared error
+        (:class:`~kernelcast.surrogate.ranking.PairwiseRankObjective`; ``fit`` then needs ``groups``).
+        0: squared error alone.
+    rank_temperature : float, default=0.1
+        Scale of the ranking loss, in target units.
+    rank_partners : int, default=8
+        Partners drawn per row and boosting round for the ranking loss.
+    rank_min_gap : float, default=0.05
+        Pairs whose targets differ by this much or less carry no ranking loss.
     categorical_features : sequence of int, default=()
         Column indices holding categorical codes (non-negative integers; NaN is missing).
     n_jobs : int or None, default=1
@@ -105,6 +116,10 @@ class ConformalQuantileRegressor(RegressorMixin, BaseEstimator):
         subsample: float = 0.8,
         colsample_bytree: float = 0.9,
         reg_lambda: float = 0.0,
+        rank_weight: float = 0.0,
+        rank_temperature: float = 0.1,
+        rank_partners: int = 8,
+        rank_min_gap: float = 0.05,
         categorical_features: Sequence[int] = (),
         n_jobs: int | None = 1,
         random_state: int | None = 0,
@@ -119,6 +134,10 @@ class ConformalQuantileRegressor(RegressorMixin, BaseEstimator):
         self.subsample = subsample
         self.colsample_bytree = colsample_bytree
         self.reg_lambda = reg_lambda
+        self.rank_weight = rank_weight
+        self.rank_temperature = rank_temperature
+        self.rank_partners = rank_partners
+        self.rank_min_gap = rank_min_gap
         self.categorical_features = categorical_features
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -138,6 +157,7 @@ class ConformalQuantileRegressor(RegressorMixin, BaseEstimator):
         _check_positive_int(self.min_child_samples, "min_child_samples", owner)
         _check_fraction(self.subsample, "subsample", owner, open_right=False)
         _check_fraction(self.colsample_bytree, "colsample_bytree", owner, open_right=False)
+        check_rank_params(self.rank_weight, self.rank_temperature, self.rank_partners, self.rank_min_gap, owner)
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
             raise InvalidParameterError(
                 f"The 'learning_rate' parameter of {owner} must be a positive float. "
@@ -171,14 +191,31 @@ class ConformalQuantileRegressor(RegressorMixin, BaseEstimator):
             params["alpha"] = alpha
         return params
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> ConformalQuantileRegressor:
-        """Fit the mean and quantile models on ``X`` (shape (n, d), NaN allowed) and ``y`` (shape (n,))."""
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None
+    ) -> ConformalQuantileRegressor:
+        """Fit the mean and quantile models on ``X`` (shape (n, d), NaN allowed) and ``y`` (shape (n,)).
+
+        ``groups`` (shape (n,)) labels the rows whose order the ranking loss learns (tasks); it is needed,
+        and only used, when ``rank_weight > 0``.
+        """
         self._validate_params()
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64, y_numeric=True)
         if X.shape[0] < 2:
             raise InvalidParameterError(
                 f"{type(self).__name__} needs at least 2 samples to fit; got {X.shape[0]} sample."
             )
+        if self.rank_weight > 0:
+            if groups is None:
+                raise InvalidParameterError(
+                    f"{type(self).__name__} with rank_weight={self.rank_weight!r} needs groups (one label per row) "
+                    "in fit; pass groups=, or set rank_weight=0."
+                )
+            groups = np.asarray(groups)
+            if groups.shape != (X.shape[0],):
+                raise InvalidParameterError(
+                    f"groups must have one label per row, shape ({X.shape[0]},). Got shape {groups.shape}."
+                )
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
             if not np.any(sample_weight > 0):
@@ -190,11 +227,17 @@ class ConformalQuantileRegressor(RegressorMixin, BaseEstimator):
         X, y = X[order], y[order]
         if sample_weight is not None:
             sample_weight = sample_weight[order]
+        if self.rank_weight > 0:
+            params_mean = {**self.lgb_params("regression"), "objective": PairwiseRankObjective(
+                y, groups[order], sample_weight, rank_weight=self.rank_weight, temperature=self.rank_temperature,
+                partners=self.rank_partners, min_gap=self.rank_min_gap, seed=self._seed())}
+        else:
+            params_mean = self.lgb_params("regression")
         categorical = [int(c) for c in self.categorical_features if 0 <= int(c) < X.shape[1]]
         low = (1.0 - self.coverage) / 2.0
         rounds = {"mean": self.n_estimators, "lower": self.quantile_estimators, "upper": self.quantile_estimators}
         params = {
-            "mean": self.lgb_params("regression"),
+            "mean": params_mean,
             "lower": self.lgb_params("quantile", low, num_leaves=self.quantile_num_leaves),
             "upper": self.lgb_params("quantile", 1.0 - low, num_leaves=self.quantile_num_leaves),
         }

@@ -102,7 +102,7 @@ use_compiled_metadata, centering, device_features
         self.random_state = random_state
 
     def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray,
-                    sample_weight: np.ndarray | None = None) -> None:
+                    sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
         common = dict(min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
                       max_samples=self.max_samples, n_jobs=self.n_jobs, random_state=self.random_state)
         self.forest_ = RandomForestRegressor(n_estimators=self.n_estimators, **common).fit(X_ok, y_ok)

@@ -140,7 +140,7 @@ class RooflineSurrogate(CalibratedSurrogate):
         }
 
     def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray,
-                    sample_weight: np.ndarray | None = None) -> None:
+                    sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
         family_col = self.featurizer_.feature_names_.index("family")
         fam_ok = X_ok[:, family_col]
         fam_all = X_all[:, family_col]

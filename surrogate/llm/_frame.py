@@ -86,7 +86,7 @@ class FrameSurrogate(CalibratedSurrogate):
         return self
 
     def _fit_models(self, X_ok: np.ndarray, y_ok: np.ndarray, X_all: np.ndarray, failed: np.ndarray,
-                    sample_weight: np.ndarray | None = None) -> None:
+                    sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
         records, sources = self._fit_context
         self.sources_ = source_mapping(sources)
         if "source_text" in records.columns:

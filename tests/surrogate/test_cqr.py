@@ -55,3 +55,16 @@ def test_cqr_coverage_is_near_nominal_on_held_out_data():
     width = upper - lower
     noisy = np.abs(X[4000:, 2]) > 1.5
     assert width[noisy].mean() > 1.5 * width[np.abs(X[4000:, 2]) < 0.5].mean()
+
+
+def test_rank_loss_needs_groups_and_fits_with_them():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = X[:, 0] + 0.1 * rng.normal(size=300)
+    model = ConformalQuantileRegressor(n_estimators=30, quantile_estimators=10, rank_weight=1.0, n_jobs=1)
+    with pytest.raises(InvalidParameterError, match="rank_weight=1.0 needs groups"):
+        model.fit(X, y)
+    with pytest.raises(InvalidParameterError, match=r"groups must have one label per row, shape \(300,\)"):
+        model.fit(X, y, groups=np.zeros(10))
+    pred = model.fit(X, y, groups=np.arange(300) % 5).predict(X)
+    assert np.corrcoef(pred, y)[0, 1] > 0.9

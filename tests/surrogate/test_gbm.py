@@ -147,14 +147,22 @@ def test_loading_another_feature_schema_version_names_both(fitted_gbm, tmp_path)
 
 
 @pytest.mark.parametrize("mode", ["refit", "warm_start"])
-def test_update_learns_from_new_records(splits, mode):
-    model = GBMSurrogate(**SMALL, update_mode=mode).fit(splits["train"]).calibrate(splits["calib"])
+@pytest.mark.parametrize("rank_weight", [0.0, 1.0])
+def test_update_learns_from_new_records(splits, mode, rank_weight):
+    model = GBMSurrogate(**SMALL, update_mode=mode, rank_weight=rank_weight).fit(splits["train"])
+    model.calibrate(splits["calib"])
     calibration = model.calibration_
+    ok = splits["test"].filter(pl.col("status") == "ok")
+
+    def error() -> float:
+        return float(np.abs(model.forecast(ok).log_time_mean - np.log(ok["time_ms"].to_numpy())).mean())
+
+    before = error()
     assert model.update(splits["test"]) is model
     assert model.calibration_ is calibration
-    ok = splits["test"].filter(pl.col("status") == "ok")
-    err = np.abs(model.forecast(ok).log_time_mean - np.log(ok["time_ms"].to_numpy())).mean()
-    assert err < 0.1  # it has now seen these records
+    assert error() < before  # it has now seen these records
+    if rank_weight == 0.0:
+        assert error() < 0.1
 
 
 def test_candidate_frames_need_only_candidate_columns(fitted_gbm, splits):
@@ -211,9 +219,9 @@ def test_task_weighting_reaches_the_log_time_models(splits, weighting, monkeypat
     seen = {}
     fit = ConformalQuantileRegressor.fit
 
-    def spy(self, X, y, sample_weight=None):
+    def spy(self, X, y, sample_weight=None, groups=None):
         seen["weight"] = sample_weight
-        return fit(self, X, y, sample_weight=sample_weight)
+        return fit(self, X, y, sample_weight=sample_weight, groups=groups)
 
     monkeypatch.setattr(ConformalQuantileRegressor, "fit", spy)
     GBMSurrogate(**SMALL, task_weighting=weighting).fit(train)
@@ -244,3 +252,38 @@ def test_task_weighting_changes_the_fit_and_models_saved_before_it_load_as_recor
                                   records.forecast(splits["test"]).log_time_mean)
     with pytest.raises(InvalidParameterError, match="'task_weighting' parameter of GBMSurrogate must be one of"):
         GBMSurrogate(task_weighting="tasks").fit(splits["train"])
+
+
+def test_rank_loss_reaches_the_mean_model_and_models_saved_before_it_load_without_it(splits, tmp_path, monkeypatch):
+    """The mean model gets the within-task ranking loss with the training records' task ids; a model saved
+    before the option existed loads with ``rank_weight=0``, how it was trained."""
+    from kernelcast.surrogate import ranking
+    from kernelcast.surrogate.tasks import ok_mask, task_ids
+
+    seen = {}
+    init = ranking.PairwiseRankObjective.__init__
+
+    def spy(self, y, groups, sample_weight=None, **kwargs):
+        seen.update(groups=np.asarray(groups), kwargs=kwargs)
+        init(self, y, groups, sample_weight, **kwargs)
+
+    monkeypatch.setattr(ranking.PairwiseRankObjective, "__init__", spy)
+    train = splits["train"]
+    ranked = GBMSurrogate(**SMALL, rank_weight=2.0, rank_partners=3).fit(train)
+    assert seen["kwargs"]["rank_weight"] == 2.0 and seen["kwargs"]["partners"] == 3
+    ok_tasks = task_ids(train)[ok_mask(train)]
+    assert sorted(np.bincount(seen["groups"])) == sorted(np.bincount(ok_tasks))  # same tasks, rows shuffled
+    plain = GBMSurrogate(**SMALL, rank_weight=0.0).fit(train)
+    assert not np.allclose(ranked.forecast(splits["test"]).log_time_mean, plain.forecast(splits["test"]).log_time_mean)
+    plain.save(tmp_path / "old")
+    file = tmp_path / "old" / "model.json"
+    meta = json.loads(file.read_text())
+    for key in ("rank_weight", "rank_temperature", "rank_partners", "rank_min_gap"):
+        del meta["params"][key]  # as written before the option existed
+    file.write_text(json.dumps(meta))
+    loaded = load_surrogate(tmp_path / "old")
+    assert loaded.rank_weight == 0.0
+    np.testing.assert_array_equal(loaded.forecast(splits["test"]).log_time_mean,
+                                  plain.forecast(splits["test"]).log_time_mean)
+    with pytest.raises(InvalidParameterError, match="'rank_partners' parameter of GBMSurrogate must be a positive int"):
+        GBMSurrogate(rank_partners=0).fit(train)
