@@ -31,7 +31,8 @@ model directory (``prior/``, LightGBM text plus JSON). ``prior="none"`` is the l
 forecast is ``w`` times its forecast plus ``1 - w`` times the GBM's (means, interval bounds and failure
 probabilities alike, before calibration). ``w`` is chosen from :data:`MIX_WEIGHTS` by the within-task
 pairwise accuracy on the validation groups (``valid_fraction``), which neither model was trained on: the
-GBM's forecasts of them are the out-of-fold ones. A source the GBM's features cannot describe can so pull
+GBM's forecasts of them come from one GBM fitted without them (two GBM fits in all, not ``prior_folds + 1``).
+A source the GBM's features cannot describe can so pull
 ``w`` up, and a validation set where the language model adds nothing leaves ``w = 0``: the GBM.
 
 Training runs on the GPU when there is one (``device="auto"``), for ``max_minutes`` or ``max_steps``;
@@ -306,11 +307,11 @@ class LLMSurrogate(FrameSurrogate):
         from kernelcast.surrogate.llm.regressor import PromptRegressor, TrainingRows
 
         texts, keys, suffixes = self.prompts(records)
-        prior = self._fit_prior(records) if self.prior in ("gbm", "mix") else None
+        valid = self._valid_rows(records)
+        prior = self._fit_prior(records, valid) if self.prior in ("gbm", "mix") else None
         if prior is None:
             self.prior_ = None
         reads_prior = self.prior == "gbm"
-        valid = self._valid_rows(records)
         rows = TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes, log_time=log_time, failed=failed,
                             task=task_ids(records), noise=relative_noise(records),
                             prior=prior if reads_prior else None)
@@ -400,8 +401,13 @@ class LLMSurrogate(FrameSurrogate):
         p = np.clip(np.asarray(raw.p_fail, dtype=np.float64), 1e-5, 1.0 - 1e-5)
         return np.stack([mean, width, np.log(p) - np.log1p(-p)], axis=1)
 
-    def _fit_prior(self, records: pl.DataFrame) -> np.ndarray:
-        """Out-of-fold GBM forecasts of the training rows (see the module docstring); fits :attr:`prior_`."""
+    def _fit_prior(self, records: pl.DataFrame, valid: np.ndarray | None = None) -> np.ndarray:
+        """GBM forecasts of the training rows that no GBM saw (see the module docstring); fits :attr:`prior_`.
+
+        ``prior="gbm"``: out of fold for every row (``prior_folds`` folds of whole ``prior_groups`` groups).
+        ``prior="mix"``: only the ``valid`` rows are needed (to choose the weight), so one GBM fitted without
+        them forecasts them; the other rows are NaN.
+        """
         import time
 
         from kernelcast.surrogate.evaluation.splits import group_labels
@@ -410,7 +416,9 @@ class LLMSurrogate(FrameSurrogate):
         started = time.perf_counter()
         groups, group_of_row = np.unique(group_labels(records, self.prior_groups), return_inverse=True)
         rng = np.random.default_rng(self._seed())
-        if groups.size >= 2:
+        if self.prior == "mix" and valid is not None and valid.any():
+            folds, fold, by = 1, np.where(valid, 0, -1), "validation"
+        elif groups.size >= 2:
             folds = min(self.prior_folds, groups.size)
             fold = (rng.permutation(groups.size) % folds)[group_of_row]
             by = self.prior_groups
@@ -428,7 +436,7 @@ class LLMSurrogate(FrameSurrogate):
             gbm = self._new_prior().fit(records.filter(pl.Series(train)), sources=sources)
             prior[test] = self._prior_columns(gbm, records.filter(pl.Series(test)))
         self.prior_ = self._new_prior().fit(records, sources=sources)
-        missing = np.isnan(prior[:, 0])
+        missing = np.isnan(prior[:, 0]) & (fold >= 0)
         if missing.any():  # a fold whose complement had no runtimes: the final GBM fills it in
             prior[missing] = self._prior_columns(self.prior_, records.filter(pl.Series(missing)))
         self.prior_info_ = {"kind": "gbm", "folds": int(folds), "fold_groups": by, "groups": int(groups.size),

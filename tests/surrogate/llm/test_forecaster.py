@@ -162,9 +162,24 @@ def test_mix_weights_the_language_model_against_the_gbm_on_validation(small_data
     from kernelcast.surrogate import load_surrogate
     from kernelcast.surrogate.llm.forecaster import MIX_WEIGHTS
 
+    from kernelcast.surrogate.gbm import GBMSurrogate
+
+    fitted = []
+    fit = GBMSurrogate.fit
+
+    def spy(self, records, *args, **kwargs):
+        fitted.append(records.height)
+        return fit(self, records, *args, **kwargs)
+
     model = _llm()(**{**TINY, "prior": "mix", "prior_folds": 2, "valid_fraction": 0.5})
-    model.fit(small_data["train"], sources=small_data["sources"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GBMSurrogate, "fit", spy)
+        model.fit(small_data["train"], sources=small_data["sources"])
     assert model.regressor_.prior_features == 0 and model.prior_ is not None
+    # two GBMs: one without the validation rows (its forecasts of them choose the weight), one on every row
+    n_valid = int(model._valid_rows(small_data["train"]).sum())
+    assert fitted == [small_data["train"].height - n_valid, small_data["train"].height] and n_valid > 0
+    assert model.training_log_["prior"]["fold_groups"] == "validation"
     mix = model.training_log_["mix"]
     assert mix["weights"] == list(MIX_WEIGHTS) and len(mix["valid_pairwise_accuracy"]) == len(MIX_WEIGHTS)
     assert mix["weight"] == model.mix_weight_ and mix["valid_rows"] > 1
