@@ -17,6 +17,7 @@ possible. Plain Python: no polars, no torch.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -56,6 +57,7 @@ def _strip_comments(source: str) -> str:
         return source
 
 
+@functools.lru_cache(maxsize=256)  # a search forecasts the same few sources over and over (~4 ms each)
 def compress_source(source: str | None) -> str:
     """A shorter equivalent of a kernel's source for a prompt.
 
