@@ -121,6 +121,14 @@ def tree_counts(model) -> dict[str, int]:
     return counts
 
 
+def _busy_note(load: float, cores: int) -> dict[str, str]:
+    """A note when other processes kept the cores busy before the run (1-minute load over half the cores)."""
+    if load <= 0.5 * cores:
+        return {}
+    return {"note": f"other processes were running (load average {load:.2f} on {cores} cores): times are upper "
+                    "bounds, rates lower bounds"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "datasets" / "kernel_tuner"))
@@ -205,7 +213,7 @@ def main() -> None:
                    "machine": platform.machine(), "system": platform.system(),
                    "load_average_before": [round(x, 2) for x in load_before],
                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                   "note": "a 2-core VM shared with other processes while it ran: timings are upper bounds"},
+                   **_busy_note(load_before[0], cores)},
         "versions": {**versions(), **optional_versions()},
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/bench_surrogate_throughput.py " + " ".join(
