@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # (family, shape, dtype, space[, problem options]). "full" = every configuration of every variant;
 # "random:N" = N per variant.
@@ -127,7 +128,11 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=8.0, help="stop starting new work after this long")
     parser.add_argument("--compile-workers", type=int, default=None)
     parser.add_argument("--flush-every", type=int, default=500)
-    parser.add_argument("--plan-only", action="store_true", help="print what is left to do and exit")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="print what is left to do and exit (no GPU needed: keys are those of --device)")
+    parser.add_argument("--device", default=None,
+                        help="with --plan-only: the device whose records count as done (default: the store's "
+                             "only device)")
     parser.add_argument("--families", default="", help="comma list: restrict the plan to these families")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -141,6 +146,8 @@ def main() -> int:
     contexts = _ContextWatch()
     wanted = {f for f in args.families.split(",") if f}
     plan = [step for step in PLAN if not wanted or step[0] in wanted]
+    if args.plan_only:
+        return _print_plan(store, plan, args.device, log)
     deadline = time.monotonic() + args.minutes * 60
     totals: dict[str, int] = {}
     with Benchmarker(mode="gpu") as bench:
@@ -150,7 +157,7 @@ def main() -> int:
             candidates = candidates_for(family, problem, space=space, seed=0)
             todo = [c for c in candidates if bench.key(c) not in done]
             log.info("%s %s %s %s: %d candidates, %d to measure", family, shape, dtype, space, len(candidates), len(todo))
-            if args.plan_only or not todo:
+            if not todo:
                 continue
             if time.monotonic() > deadline:
                 log.info("time budget spent; stopping before %s %s %s", family, shape, dtype)
@@ -189,6 +196,34 @@ def main() -> int:
          "gpu_processes_max": contexts.max_seen,
          "fingerprint_start": bench.fingerprint, "fingerprint_end": bench.fingerprint_end}, indent=1, default=str))
     log.info("totals %s, worker restarts %d", json.dumps(totals), restarts)
+    return 0
+
+
+def _print_plan(store: Any, plan: list[tuple], device: str | None, log: logging.Logger) -> int:
+    """Log, per plan step, how many candidates the store lacks on ``device``; no GPU is started."""
+    from kernelcast.measurement import candidates_for
+    from kernelcast.measurement.families import get_family
+    from kernelcast.measurement.records import record_key
+
+    done = store.keys()
+    if device is None:
+        devices = sorted({key[-1] for key in done})
+        if len(devices) != 1:
+            log.error("--plan-only needs --device NAME: the store holds records of %s.", devices or "no device")
+            return 2
+        device = devices[0]
+    hashes: dict[tuple[str, str], str] = {}
+    left = 0
+    for family, shape, dtype, space, *more in plan:
+        problem = get_family(family).problem(shape, dtype, **(more[0] if more else {}))
+        candidates = candidates_for(family, problem, space=space, seed=0)
+        todo = 0
+        for c in candidates:
+            source_hash = hashes.setdefault((c.family, c.variant), get_family(c.family).source_hash(c.variant))
+            todo += record_key(source_hash, c.config, c.problem.as_dict(), c.problem.dtype, device) not in done
+        left += todo
+        log.info("%s %s %s %s: %d candidates, %d to measure", family, shape, dtype, space, len(candidates), todo)
+    log.info("%d candidates left to measure on %s", left, device)
     return 0
 
 
