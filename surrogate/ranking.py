@@ -85,7 +85,7 @@ class PairwiseRankObjective:
         self._end = np.searchsorted(sorted_codes, sorted_codes, "right")
 
     def draw_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """This round's pairs ``(i, j)``: ``partners`` draws per row within its group, ties within ``min_gap`` out."""
+        """Draw the pairs ``(i, j)`` of a round: ``partners`` per row within its group, ties within ``min_gap`` out."""
         k = self.partners
         i = np.repeat(self._order, k)
         start, end = np.repeat(self._start, k), np.repeat(self._end, k)
