@@ -160,9 +160,8 @@ def test_mix_weights_the_language_model_against_the_gbm_on_validation(small_data
     """prior='mix': the language model reads no prior; its forecast and the GBM's are mixed with the weight
     whose validation pairwise accuracy is best, and the weight travels with the saved model."""
     from kernelcast.surrogate import load_surrogate
-    from kernelcast.surrogate.llm.forecaster import MIX_WEIGHTS
-
     from kernelcast.surrogate.gbm import GBMSurrogate
+    from kernelcast.surrogate.llm.forecaster import MIX_WEIGHTS
 
     fitted = []
     fit = GBMSurrogate.fit
