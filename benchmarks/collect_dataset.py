@@ -17,8 +17,23 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+SAMPLED_SHAPES: dict[str, tuple[str, ...]] = {
+    "softmax": ("2048x2048", "512x8192", "8192x512", "3000x777", "16384x256", "1024x16384"),
+    "layernorm": ("2048x1024", "8192x2048", "4096x5120", "333x4000", "16384x1536", "512x16384"),
+    "rmsnorm": ("2048x2048", "8192x4096", "4096x8192", "777x3333", "16384x2560", "1024x14336"),
+    "bias_gelu": ("2048x2048", "8192x4096", "1024x28672", "555x6789", "16384x1024", "4096x11008"),
+    "rowsum": ("2048x2048", "8192x4096", "512x65536", "999x9999", "131072x32", "16384x512"),
+    "transpose": ("2048x2048", "4096x1024", "1024x4096", "555x6789", "16384x256", "256x16384"),
+    "attention": ("2x16x512x128", "1x8x2048x256", "8x8x256x64", "1x16x3000x64", "4x4x4096x32"),
+    "matmul": ("2048x2048x2048", "256x4096x4096", "4096x256x4096", "1536x1536x6144", "3000x1000x500",
+               "64x8192x8192", "777x999x1111"),
+}
+"""More shapes per family, fp16, sampled in session 2 (40 configurations per variant) and, for the
+memory-bound families, made denser in session 5 (150)."""
 
 # (family, shape, dtype, space[, problem options]). "full" = every configuration of every variant;
 # "random:N" = N per variant.
@@ -57,17 +72,7 @@ PLAN: list[tuple] = [
         ("matmul", "4000x3000x2000"), ("matmul", "512x12288x4096"),
     ]],
     # More shapes per family, fp16, sampled: what a surrogate needs to generalise to shapes it has not seen.
-    *[(f, s, "float16", "random:40") for f, shapes in [
-        ("softmax", ("2048x2048", "512x8192", "8192x512", "3000x777", "16384x256", "1024x16384")),
-        ("layernorm", ("2048x1024", "8192x2048", "4096x5120", "333x4000", "16384x1536", "512x16384")),
-        ("rmsnorm", ("2048x2048", "8192x4096", "4096x8192", "777x3333", "16384x2560", "1024x14336")),
-        ("bias_gelu", ("2048x2048", "8192x4096", "1024x28672", "555x6789", "16384x1024", "4096x11008")),
-        ("rowsum", ("2048x2048", "8192x4096", "512x65536", "999x9999", "131072x32", "16384x512")),
-        ("transpose", ("2048x2048", "4096x1024", "1024x4096", "555x6789", "16384x256", "256x16384")),
-        ("attention", ("2x16x512x128", "1x8x2048x256", "8x8x256x64", "1x16x3000x64", "4x4x4096x32")),
-        ("matmul", ("2048x2048x2048", "256x4096x4096", "4096x256x4096", "1536x1536x6144", "3000x1000x500",
-                    "64x8192x8192", "777x999x1111")),
-    ] for s in shapes],
+    *[(f, s, "float16", "random:40") for f, shapes in SAMPLED_SHAPES.items() for s in shapes],
     # Causal attention, fp16: complete for one shape, sampled for others (D = 64, 128, 256).
     ("attention", "4x16x1024x64", "float16", "full", {"causal": True}),
     *[("attention", s, "float16", "random:40", {"causal": True}) for s in
@@ -111,14 +116,8 @@ PLAN: list[tuple] = [
         ("layernorm", ("4096x3000", "1500x1500", "250x20000", "32768x512", "6000x1024", "777x7777")),
         ("rmsnorm", ("2048x5000", "3000x3000", "300x12288", "65536x256", "5000x1280", "999x8192")),
     ] for s in shapes],
-    *[(f, s, "float16", "random:150") for f, shapes in [
-        ("bias_gelu", ("2048x2048", "8192x4096", "1024x28672", "555x6789", "16384x1024", "4096x11008")),
-        ("rowsum", ("2048x2048", "8192x4096", "512x65536", "999x9999", "131072x32", "16384x512")),
-        ("transpose", ("2048x2048", "4096x1024", "1024x4096", "555x6789", "16384x256", "256x16384")),
-        ("softmax", ("2048x2048", "512x8192", "8192x512", "3000x777", "16384x256", "1024x16384")),
-        ("layernorm", ("2048x1024", "8192x2048", "4096x5120", "333x4000", "16384x1536", "512x16384")),
-        ("rmsnorm", ("2048x2048", "8192x4096", "4096x8192", "777x3333", "16384x2560", "1024x14336")),
-    ] for s in shapes],
+    *[(f, s, "float16", "random:150") for f in ("bias_gelu", "rowsum", "transpose", "softmax", "layernorm", "rmsnorm")
+      for s in SAMPLED_SHAPES[f]],
 ]
 
 
@@ -139,8 +138,7 @@ def main() -> int:
     log = logging.getLogger("collect")
 
     from kernelcast.datasets.store import Store
-    from kernelcast.measurement import Benchmarker, candidates_for
-    from kernelcast.measurement.families import get_family
+    from kernelcast.measurement import Benchmarker
 
     store = Store(args.store)
     contexts = _ContextWatch()
@@ -152,9 +150,7 @@ def main() -> int:
     totals: dict[str, int] = {}
     with Benchmarker(mode="gpu") as bench:
         done = store.keys()
-        for family, shape, dtype, space, *more in plan:
-            problem = get_family(family).problem(shape, dtype, **(more[0] if more else {}))
-            candidates = candidates_for(family, problem, space=space, seed=0)
+        for (family, shape, dtype, space, *_), candidates in _step_candidates(plan):
             todo = [c for c in candidates if bench.key(c) not in done]
             log.info("%s %s %s %s: %d candidates, %d to measure", family, shape, dtype, space, len(candidates), len(todo))
             if not todo:
@@ -199,9 +195,19 @@ def main() -> int:
     return 0
 
 
+def _step_candidates(plan: list[tuple]) -> Iterator[tuple[tuple, list]]:
+    """Each plan step with its candidates (seeded, so every call draws the same sample)."""
+    from kernelcast.measurement import candidates_for
+    from kernelcast.measurement.families import get_family
+
+    for step in plan:
+        family, shape, dtype, space, *more = step
+        problem = get_family(family).problem(shape, dtype, **(more[0] if more else {}))
+        yield step, candidates_for(family, problem, space=space, seed=0)
+
+
 def _print_plan(store: Any, plan: list[tuple], device: str | None, log: logging.Logger) -> int:
     """Log, per plan step, how many candidates the store lacks on ``device``; no GPU is started."""
-    from kernelcast.measurement import candidates_for
     from kernelcast.measurement.families import get_family
     from kernelcast.measurement.records import record_key
 
@@ -214,9 +220,7 @@ def _print_plan(store: Any, plan: list[tuple], device: str | None, log: logging.
         device = devices[0]
     hashes: dict[tuple[str, str], str] = {}
     left = 0
-    for family, shape, dtype, space, *more in plan:
-        problem = get_family(family).problem(shape, dtype, **(more[0] if more else {}))
-        candidates = candidates_for(family, problem, space=space, seed=0)
+    for (family, shape, dtype, space, *_), candidates in _step_candidates(plan):
         todo = 0
         for c in candidates:
             source_hash = hashes.setdefault((c.family, c.variant), get_family(c.family).source_hash(c.variant))

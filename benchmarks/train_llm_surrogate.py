@@ -107,7 +107,7 @@ def throughput(model, candidates, batch_sizes: list[int], repeats: int) -> dict:
         elapsed = time.perf_counter() - start
         out["prior_seconds"] = round(elapsed, 4)
         out["prior_per_second"] = round(candidates.height / elapsed)
-    out["host_seconds"] = _host_breakdown(model, candidates)
+    out["host_seconds"] = _host_breakdown(model, candidates, suffixes)
     for batch in batch_sizes:
         model.set_params(inference_batch_size=batch)
         model.forecast(candidates.head(2 * batch))  # warm-up (kernels, allocator)
@@ -136,15 +136,15 @@ def throughput(model, candidates, batch_sizes: list[int], repeats: int) -> dict:
     return out
 
 
-def _host_breakdown(model, candidates) -> dict:
-    """Seconds of the host-side (CPU) steps of one ``forecast`` of ``candidates``, each timed alone."""
+def _host_breakdown(model, candidates, suffixes: list[str]) -> dict:
+    """Seconds of the host-side (CPU) steps of one ``forecast`` of ``candidates`` (``suffixes``: their prompt
+    suffixes), each timed alone."""
     from kernelcast.surrogate.llm import prompts
 
     prompts.compress_source.cache_clear()
     steps = {"prompts": lambda: model.prompts(candidates), "task_levels": lambda: model._level(candidates)}
     if getattr(model, "prior_", None) is not None:
         steps["gbm"] = lambda: model.prior_._predict_raw(candidates)
-    texts, keys, suffixes = model.prompts(candidates)
     model.regressor_._suffix_ids.clear()
     steps["tokenize_suffixes"] = lambda: model.regressor_.suffix_ids(suffixes)
     out = {}

@@ -191,6 +191,21 @@ class ConformalQuantileRegressor(RegressorMixin, BaseEstimator):
             params["alpha"] = alpha
         return params
 
+    def mean_params(
+        self, y: np.ndarray, groups: np.ndarray | None, sample_weight: np.ndarray | None = None
+    ) -> dict[str, object]:
+        """LightGBM parameters of the mean model for targets ``y`` (shape (n,)).
+
+        Squared error, or with ``rank_weight > 0`` the :class:`~kernelcast.surrogate.ranking.PairwiseRankObjective`
+        over ``groups`` (shape (n,), rows aligned with ``y``).
+        """
+        params = self.lgb_params("regression")
+        if self.rank_weight > 0:
+            params["objective"] = PairwiseRankObjective(
+                y, groups, sample_weight, rank_weight=self.rank_weight, temperature=self.rank_temperature,
+                partners=self.rank_partners, min_gap=self.rank_min_gap, seed=self._seed())
+        return params
+
     def fit(
         self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None
     ) -> ConformalQuantileRegressor:
@@ -227,12 +242,7 @@ class ConformalQuantileRegressor(RegressorMixin, BaseEstimator):
         X, y = X[order], y[order]
         if sample_weight is not None:
             sample_weight = sample_weight[order]
-        if self.rank_weight > 0:
-            params_mean = {**self.lgb_params("regression"), "objective": PairwiseRankObjective(
-                y, groups[order], sample_weight, rank_weight=self.rank_weight, temperature=self.rank_temperature,
-                partners=self.rank_partners, min_gap=self.rank_min_gap, seed=self._seed())}
-        else:
-            params_mean = self.lgb_params("regression")
+        params_mean = self.mean_params(y, groups[order] if self.rank_weight > 0 else None, sample_weight)
         categorical = [int(c) for c in self.categorical_features if 0 <= int(c) < X.shape[1]]
         low = (1.0 - self.coverage) / 2.0
         rounds = {"mean": self.n_estimators, "lower": self.quantile_estimators, "upper": self.quantile_estimators}

@@ -25,7 +25,7 @@ import polars as pl
 from kernelcast.exceptions import InvalidParameterError, invalid_choice
 from kernelcast.surrogate._calibrated import CalibratedSurrogate, RawForecast
 from kernelcast.surrogate.cqr import ConformalQuantileRegressor
-from kernelcast.surrogate.ranking import PairwiseRankObjective, check_rank_params
+from kernelcast.surrogate.ranking import check_rank_params
 from kernelcast.surrogate.tasks import log_time, ok_mask, require_records, task_balanced_weights, task_ids
 
 UPDATE_MODES: tuple[str, ...] = ("refit", "warm_start")
@@ -316,12 +316,10 @@ class GBMSurrogate(CalibratedSurrogate):
         objectives = {"mean": ("regression", None), "lower": ("quantile", low), "upper": ("quantile", 1.0 - low)}
         categorical = list(self.regressor_.categorical_features)
         for name, (objective, alpha) in objectives.items():
-            leaves = self.num_leaves if name == "mean" else self.quantile_num_leaves
-            params = self.regressor_.lgb_params(objective, alpha, num_leaves=leaves)
-            if name == "mean" and self.rank_weight > 0:
-                params["objective"] = PairwiseRankObjective(
-                    y, task_ids(records)[ok], weight, rank_weight=self.rank_weight, temperature=self.rank_temperature,
-                    partners=self.rank_partners, min_gap=self.rank_min_gap, seed=self.regressor_._seed())
+            if name == "mean":
+                params = self.regressor_.mean_params(y, task_ids(records)[ok], weight)
+            else:
+                params = self.regressor_.lgb_params(objective, alpha, num_leaves=self.quantile_num_leaves)
             data = lgb.Dataset(X, y, weight=weight, categorical_feature=categorical or "auto",
                                 params={"verbosity": -1})
             self.regressor_.boosters_[name] = lgb.train(
