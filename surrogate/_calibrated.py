@@ -25,13 +25,23 @@ incumbent's runtime ``t_inc`` is known, or ``s = (mean(x) - mean(inc)) / sqrt(sc
 when its configuration is known too (``decide(..., incumbent=row)``; this form cancels any error the model
 makes on the task as a whole, e.g. on an unseen GPU). ``decide`` returns SKIP when ``s > lam``, MEASURE
 otherwise; each form has its own ``lam``, chosen on calibration data by conformal risk control
-(:func:`~kernelcast.surrogate.conformal.risk_control_threshold`): among calibration (candidate, incumbent)
-pairs in which the candidate *would beat* the incumbent (measured strictly faster), at most a fraction
-``skip_error_rate`` may score above ``lam``, with the ``(n + 1)`` finite-sample correction.
+(:func:`~kernelcast.surrogate.conformal.risk_control_threshold`) among calibration (candidate, incumbent)
+pairs in which the candidate *would beat* the incumbent (measured strictly faster).
 
-Guarantee: for a new (candidate, incumbent) pair that is exchangeable with the calibration pairs, the
-probability that the rule skips a candidate that would beat the incumbent is at most ``skip_error_rate``:
-``P(SKIP | candidate beats incumbent) <= alpha``, in expectation over the draw of the calibration data.
+The exchangeable unit of that control (``CalibrationState.skip_unit``) is the *task* wherever the calibration
+data has at least ``1/skip_error_rate - 1`` tasks with such pairs: the loss of a task is the fraction of its
+improving pairs that score above ``lam``, and ``lam`` is the lowest threshold at which the tasks' losses
+plus one sum to at most ``skip_error_rate * (n_tasks + 1)``. With fewer tasks (e.g. a handful of kernels on
+a few GPUs) the unit falls back to the *pair*: at most a fraction ``skip_error_rate`` of the improving pairs
+may score above ``lam``, with the ``(n + 1)`` correction.
+
+Guarantee: with task units, for a new task exchangeable with the calibration tasks, the expected fraction
+of its would-be improvers that the rule skips is at most ``skip_error_rate``; with pair units, for a new
+(candidate, incumbent) pair exchangeable with the calibration pairs,
+``P(SKIP | candidate beats incumbent) <= alpha``. Both hold in expectation over the draw of the calibration
+data. Tasks are the honest unit: pairs of one task share its forecast errors, so pair units overstate
+how much evidence there is, and a new task of another kind than the calibration ones is where the realised
+error drifts.
 
 Assumptions, stated plainly: (1) exchangeability — the calibration records come from the same kind of
 tasks (kernels, shapes, GPUs) as the candidates being screened; a held-out GPU or kernel family breaks it
@@ -39,10 +49,10 @@ unless calibration is done across such groups (:meth:`cross_calibrate`, which as
 exchangeable with the training groups), and the evaluation suite measures how far the realised error then
 drifts; (2) the incumbent is drawn as in calibration: the runtime of a record at a uniformly random rank
 among the best ``incumbent_top_fraction`` of its task (:func:`~kernelcast.surrogate.tasks.incumbent_pairs`);
-(3) calibration pairs that share a task are dependent, so the bound holds on average over draws of tasks,
-and a single draw with few tasks can land a few points above it. With fewer than
-``max(min_calibration_pairs, 1/skip_error_rate - 1)`` improving pairs no threshold is trustworthy and every
-decision is DEFER, as it is before :meth:`calibrate`.
+(3) the bound holds on average over draws of tasks: a single draw of a few unusual tasks can land above
+it, and the realised error pooled over pairs weighs large tasks more than the task-unit guarantee does. With
+fewer than ``max(min_calibration_pairs, 1/skip_error_rate - 1)`` improving pairs no threshold is
+trustworthy and every decision is DEFER, as it is before :meth:`calibrate`.
 """
 
 from __future__ import annotations
@@ -134,6 +144,11 @@ class CalibrationState:
         ``lam`` of the SKIP rule against a known incumbent configuration.
     n_improver_pairs, n_incumbent_pairs : int
         Calibration (candidate, incumbent) pairs in which the candidate beats the incumbent, and all of them.
+    skip_unit : {"task", "pair"}
+        The exchangeable unit of the SKIP thresholds' risk control (see the module docstring); ``"pair"`` for
+        models saved before it was recorded.
+    n_improver_tasks : int
+        Calibration tasks with at least one improving pair.
     """
 
     method: str
@@ -147,6 +162,8 @@ class CalibrationState:
     skip_threshold_relative: float | None
     n_improver_pairs: int
     n_incumbent_pairs: int
+    skip_unit: str = "pair"
+    n_improver_tasks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe state."""
@@ -162,6 +179,8 @@ class CalibrationState:
             "skip_threshold_relative": self.skip_threshold_relative,
             "n_improver_pairs": self.n_improver_pairs,
             "n_incumbent_pairs": self.n_incumbent_pairs,
+            "skip_unit": self.skip_unit,
+            "n_improver_tasks": self.n_improver_tasks,
         }
 
     @classmethod
@@ -186,6 +205,8 @@ class CalibrationState:
             skip_threshold_relative=threshold("skip_threshold_relative"),
             n_improver_pairs=int(state["n_improver_pairs"]),
             n_incumbent_pairs=int(state["n_incumbent_pairs"]),
+            skip_unit=str(state.get("skip_unit", "pair")),
+            n_improver_tasks=int(state.get("n_improver_tasks", 0)),
         )
 
 
@@ -561,7 +582,16 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
         absolute = (raw.mean[inc.candidate] - np.log(inc.incumbent_ms)) / scale[inc.candidate]
         relative = self._pair_score(raw.mean, scale, inc.incumbent, inc.candidate)
         n_improvers = int(inc.improver.sum())
-        enough = n_improvers >= max(self.min_calibration_pairs, math.ceil(1.0 / self.skip_error_rate) - 1)
+        need = math.ceil(1.0 / self.skip_error_rate) - 1
+        improver_tasks = inc.task[inc.improver]
+        n_tasks = int(np.unique(improver_tasks).size)
+        unit = "task" if n_tasks >= need else "pair"
+        units = improver_tasks if unit == "task" else None
+        enough = n_improvers >= max(self.min_calibration_pairs, need)
+
+        def threshold(scores: np.ndarray) -> float | None:
+            return risk_control_threshold(scores[inc.improver], self.skip_error_rate, units) if enough else None
+
         return CalibrationState(
             method=method,
             n_records=frame.height,
@@ -570,12 +600,12 @@ class CalibratedSurrogate(Surrogate, BaseEstimator):
             pair_residuals=pair_residuals,
             pair_calibrator=calibrator,
             n_pairs=int(untied.sum()),
-            skip_threshold=risk_control_threshold(absolute[inc.improver], self.skip_error_rate) if enough else None,
-            skip_threshold_relative=(
-                risk_control_threshold(relative[inc.improver], self.skip_error_rate) if enough else None
-            ),
+            skip_threshold=threshold(absolute),
+            skip_threshold_relative=threshold(relative),
             n_improver_pairs=n_improvers,
             n_incumbent_pairs=len(inc),
+            skip_unit=unit,
+            n_improver_tasks=n_tasks,
         )
 
     def update(self, records: pl.DataFrame) -> CalibratedSurrogate:

@@ -105,34 +105,53 @@ class ResidualDistribution:
         return cls(quantiles=np.asarray(state["quantiles"], dtype=np.float64), n=int(state["n"]))
 
 
-def risk_control_threshold(scores: np.ndarray, alpha: float) -> float | None:
+def risk_control_threshold(scores: np.ndarray, alpha: float, groups: np.ndarray | None = None) -> float | None:
     """Conformal risk control (Angelopoulos et al., 2022) of a miss rate with a binary, monotone loss.
 
-    The rule acts on a case when its score exceeds ``lam``; the loss of a positive case is
-    ``1{score > lam}`` (non-increasing in ``lam``, bounded by ``B = 1``). Given the scores of ``n``
-    calibration positives, the threshold
-    ``lam = inf{ lam : (sum_i 1{score_i > lam} + B) / (n + 1) <= alpha }`` guarantees
-    ``E[1{score_new > lam}] <= alpha`` for a new positive exchangeable with them.
+    The rule acts on a case when its score exceeds ``lam``. Without ``groups`` every calibration positive
+    is one exchangeable unit with loss ``1{score > lam}``; with ``groups`` a unit is a group (e.g. a task)
+    and its loss is the *fraction* of its positives scoring above ``lam``. Either loss is non-increasing in
+    ``lam`` and bounded by ``B = 1``. Given ``n`` units, the threshold
+    ``lam = inf{ lam : (sum_i L_i(lam) + B) / (n + 1) <= alpha }`` guarantees ``E[L_new(lam)] <= alpha`` for
+    a new unit exchangeable with them: a new positive's miss probability, or with groups the expected miss
+    rate within a new group.
 
     Parameters
     ----------
-    scores : ndarray of shape (n,)
+    scores : ndarray of shape (m,)
         Scores of the calibration positives.
     alpha : float
         Target risk in (0, 1).
+    groups : ndarray of shape (m,), optional
+        Group label of each positive; the groups are the exchangeable units.
 
     Returns
     -------
     float or None
-        The threshold, or ``None`` when ``n < 1/alpha - 1`` and no finite threshold meets the bound.
+        The threshold, or ``None`` when there are fewer than ``1/alpha - 1`` units and no finite threshold
+        meets the bound.
     """
     if not 0.0 < alpha < 1.0:
         raise InvalidParameterError(f"The risk level must be in (0, 1). Got {alpha!r} instead.")
-    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]  # descending
-    n = s.size
-    allowed = math.floor(alpha * (n + 1) - 1 + 1e-12)  # positives that may score above the threshold
-    if n == 0 or allowed < 0:
+    s = np.asarray(scores, dtype=np.float64)
+    if groups is None:
+        weights = np.ones(s.size)
+        n_units = s.size
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != s.shape:
+            raise InvalidParameterError(
+                f"groups must hold one label per score ({s.size}). Got shape {groups.shape} instead."
+            )
+        _, unit, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[unit.reshape(-1)]
+        n_units = counts.size
+    budget = alpha * (n_units + 1) - 1.0 + 1e-12  # total loss allowed above the threshold (B = 1)
+    if n_units == 0 or budget < 0:
         return None
-    if allowed >= n:
+    order = np.argsort(-s, kind="stable")
+    above = np.cumsum(weights[order])  # loss of the units if every score down to this one were above lam
+    if above[-1] <= budget:
         return -math.inf
-    return float(s[allowed])
+    # The first score that cannot be above lam: lam at it leaves only strictly higher scores above.
+    return float(s[order][np.searchsorted(above, budget, side="right")])

@@ -15,7 +15,7 @@ from kernelcast.cli._errors import user_errors
 HEADLINE: tuple[str, ...] = (
     "pairwise_accuracy", "kendall_tau", "spearman", "top1_score", "top5_score", "mape", "interval_coverage",
     "interval_width", "ece", "brier", "log_loss", "aurc", "selective_accuracy_60", "bin8_accuracy",
-    "bin8_off_by_one", "skip_error", "skip_error_target", "skip_rate",
+    "bin8_off_by_one", "skip_error", "skip_error_task_mean", "skip_error_target", "skip_rate",
 )
 """Metrics printed in the summary table (the JSON has them all)."""
 

@@ -58,7 +58,8 @@ def train(
         console.print(
             f"calibration: {state.n_records} records, interval offset {state.interval_offset:.4g}, "
             f"{state.n_pairs} pairs, skip thresholds {state.skip_threshold} / {state.skip_threshold_relative} "
-            f"from {state.n_improver_pairs} improving pairs",
+            f"from {state.n_improver_pairs} improving pairs in {state.n_improver_tasks} tasks "
+            f"(risk control over {state.skip_unit}s)",
             highlight=False,
         )
     if mlflow:

@@ -235,3 +235,18 @@ def skip_error(skipped: np.ndarray, improver: np.ndarray) -> float:
     skipped = np.asarray(skipped, dtype=bool)
     improver = np.asarray(improver, dtype=bool)
     return float(np.mean(skipped[improver])) if improver.any() else math.nan
+
+
+def skip_error_task_mean(skipped: np.ndarray, improver: np.ndarray, task: np.ndarray) -> float:
+    """Mean over tasks of each task's realised skip error (tasks with no improver left out).
+
+    The quantity the skip rule's guarantee bounds when its unit is the task; :func:`skip_error` pools the
+    pairs instead, so tasks with many candidates weigh more there.
+    """
+    skipped = np.asarray(skipped, dtype=bool)
+    improver = np.asarray(improver, dtype=bool)
+    task = np.asarray(task)[improver]
+    if task.size == 0:
+        return math.nan
+    _, unit, counts = np.unique(task, return_inverse=True, return_counts=True)
+    return float(np.mean(np.bincount(unit.reshape(-1), weights=skipped[improver].astype(np.float64)) / counts))

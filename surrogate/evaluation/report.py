@@ -4,7 +4,8 @@ Keys of :attr:`Evaluation.metrics` are the metric names exactly (``pairwise_accu
 ``spearman``, ``top1_score``, ``top5_score``, ``mape``, ``interval_coverage``, ``interval_width``,
 ``bin8_accuracy``, ``bin8_off_by_one``, ``ece``, ``brier``, ``log_loss`` (of calibrated pairwise
 probabilities; ``*_uncalibrated`` for ``Phi(z)``), ``aurc``, ``selective_accuracy_50/60/70/90``,
-``skip_error`` (realised ``P(SKIP | candidate beats incumbent)``), ``skip_error_target``, ``skip_rate``,
+``skip_error`` (realised ``P(SKIP | candidate beats incumbent)``, pooled over pairs), ``skip_error_task_mean``
+(the same per task, averaged over tasks), ``skip_error_target``, ``skip_rate``,
 ``defer_rate``, and counts). How each is defined: :mod:`kernelcast.surrogate.evaluation.metrics`.
 
 Bins and decisions are computed as a search uses them: against a reference or incumbent whose
@@ -174,6 +175,7 @@ def evaluate_surrogate(
         kinds = np.array([d.value for d in decisions])
         skipped = kinds == Decision.SKIP.value
         out[f"skip_error{suffix}"] = M.skip_error(skipped, inc.improver)
+        out[f"skip_error_task_mean{suffix}"] = M.skip_error_task_mean(skipped, inc.improver, inc.task)
         out[f"skip_error_joint{suffix}"] = float(np.mean(skipped & inc.improver)) if len(inc) else math.nan
         out[f"skip_rate{suffix}"] = float(np.mean(skipped)) if len(inc) else math.nan
         out[f"defer_rate{suffix}"] = float(np.mean(kinds == Decision.DEFER.value)) if len(inc) else math.nan

@@ -61,3 +61,18 @@ def test_skip_error_guarantee_holds_on_average_over_calibration_draws(record_fac
             skipped = np.array([d is Decision.SKIP for d in decisions])
             errors.append(M.skip_error(skipped, inc.improver))
     assert np.mean(errors) <= 0.05 + 0.01
+
+
+def test_skip_rule_controls_risk_over_tasks_when_there_are_enough(fitted_gbm, splits):
+    state = fitted_gbm.calibration_
+    n_tasks = np.unique(incumbent_pairs(splits["calib"]).task).size
+    assert n_tasks >= 19  # 1 / 0.05 - 1: enough tasks to be the units
+    assert state.skip_unit == "task"
+    assert state.n_improver_tasks == n_tasks
+    # Few tasks: the pairs are the units, and the thresholds are still finite.
+    few = splits["calib"].filter(pl.col("problem_json") == splits["calib"]["problem_json"][0])
+    model = GBMSurrogate(n_estimators=40, quantile_estimators=20, fail_estimators=10, num_leaves=15, n_jobs=1)
+    state = model.fit(splits["train"]).calibrate(few).calibration_
+    assert state.skip_unit == "pair"
+    assert 1 <= state.n_improver_tasks < 19
+    assert state.skip_threshold is not None and state.skip_threshold_relative is not None

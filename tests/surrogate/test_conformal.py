@@ -44,6 +44,43 @@ def test_risk_control_threshold_hand_computed():
         risk_control_threshold(scores, 1.5)
 
 
+def test_risk_control_threshold_groups_of_one_match_pairs():
+    scores = np.random.default_rng(3).normal(size=250)
+    assert risk_control_threshold(scores, 0.05, groups=np.arange(250)) == risk_control_threshold(scores, 0.05)
+
+
+def test_risk_control_threshold_by_group_hand_computed():
+    # 39 groups: (sum of group losses + 1) / 40 <= 0.05 allows a total loss of 1 above the threshold.
+    # Group 0 holds 100 high scores, each of the other 38 groups one score 0.5.
+    scores = np.r_[np.linspace(10.0, 11.0, 100), np.full(38, 0.5)]
+    groups = np.r_[np.zeros(100, dtype=int), np.arange(1, 39)]
+    threshold = risk_control_threshold(scores, 0.05, groups=groups)
+    # Every score of group 0 may lie above (its loss is 1), but not one more group's: lam = 0.5.
+    assert threshold == 0.5
+    # With pairs as units, only floor(0.05 * 139 - 1) = 5 of the 138 scores may lie above.
+    assert risk_control_threshold(scores, 0.05) == np.sort(scores)[::-1][5]
+    assert risk_control_threshold(scores[:19], 0.05, groups=np.arange(19) % 18) is None  # 18 groups < 19
+    with pytest.raises(InvalidParameterError, match="one label per score"):
+        risk_control_threshold(scores, 0.05, groups=groups[:-1])
+
+
+def test_risk_control_by_group_controls_the_mean_group_miss_rate():
+    # Groups differ in how their scores sit (a random shift each): the per-group miss rate of a new group,
+    # averaged over many draws, stays under alpha.
+    rng = np.random.default_rng(0)
+    alpha, misses = 0.1, []
+    for _ in range(300):
+        shift = rng.normal(0.0, 1.0, 41)
+        sizes = rng.integers(5, 200, 41)
+        groups = np.repeat(np.arange(41), sizes)
+        scores = rng.normal(shift[groups], 0.3)
+        calib = groups < 40
+        lam = risk_control_threshold(scores[calib], alpha, groups=groups[calib])
+        misses.append(np.mean(scores[groups == 40] > lam))
+    assert np.mean(misses) <= alpha + 0.02  # standard error of the mean of 300 draws: about 0.017
+    assert np.mean(misses) > 0.02  # and the rule is not vacuous
+
+
 def test_residual_distribution_is_uniform_on_exchangeable_data():
     rng = np.random.default_rng(0)
     dist = ResidualDistribution.from_residuals(rng.standard_t(3, 3000), max_points=501)

@@ -126,6 +126,8 @@ def test_save_load_round_trip_gives_identical_forecasts(fitted_gbm, splits, tmp_
     for field in ("log_time_mean", "log_time_lower", "log_time_upper", "p_fail", "log_time_scale"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert loaded.decide(splits["test"], 0.1) == fitted_gbm.decide(splits["test"], 0.1)
+    for field in ("skip_unit", "n_improver_tasks", "skip_threshold", "skip_threshold_relative"):
+        assert getattr(loaded.calibration_, field) == getattr(fitted_gbm.calibration_, field)
     head = splits["test"].head(10)
     np.testing.assert_array_equal(loaded.predict_proba_faster(head, head.reverse()),
                                   fitted_gbm.predict_proba_faster(head, head.reverse()))

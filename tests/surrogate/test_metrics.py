@@ -100,3 +100,13 @@ def test_skip_error():
     improver = np.array([True, True, False, False])
     assert M.skip_error(skipped, improver) == pytest.approx(0.5)
     assert math.isnan(M.skip_error(skipped, np.zeros(4, dtype=bool)))
+
+
+def test_skip_error_task_mean_weighs_tasks_equally():
+    # Task 0: 1 of 4 improvers skipped; task 1: its one improver skipped; task 2 has no improver.
+    skipped = np.array([1, 0, 0, 0, 1, 1, 0], dtype=bool)
+    improver = np.array([1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    task = np.array([0, 0, 0, 0, 1, 1, 2])
+    assert M.skip_error_task_mean(skipped, improver, task) == pytest.approx((0.25 + 1.0) / 2)
+    assert M.skip_error(skipped, improver) == pytest.approx(2 / 5)
+    assert math.isnan(M.skip_error_task_mean(skipped, np.zeros(7, dtype=bool), task))
