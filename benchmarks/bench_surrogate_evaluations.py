@@ -92,7 +92,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "pairwise_accuracy", "kendall_tau", "spearman", "top1_score", "top5_score", "mape", "interval_coverage",
     "interval_width", "ece", "ece_uncalibrated", "brier", "log_loss", "aurc", "selective_accuracy_50",
     "selective_accuracy_60", "selective_accuracy_70", "selective_accuracy_90", "bin8_accuracy", "bin8_off_by_one",
-    "bin8_accuracy_absolute", "skip_error", "skip_rate", "skip_error_absolute", "skip_rate_absolute",
+    "bin8_accuracy_absolute", "skip_error", "skip_error_task_mean", "skip_rate", "skip_error_absolute", "skip_rate_absolute",
     "skip_error_target", "n_test_ok", "n_tasks",
 )
 
@@ -207,7 +207,7 @@ def main() -> None:
     summary["shape_goals"] = {k: f"{op} {bound}" for k, (op, bound) in SHAPE_GOALS.items()} | {
         "skip_error": "<= skip_error_target"}
     summary_file.write_text(json.dumps(summary, indent=1) + "\n")
-    header = ["run", "pairwise", "tau", "top1", "mape", "cover", "ece", "sel@60", "bin8", "skip_err", "skip_rate"]
+    header = ["run", "pairwise", "tau", "top1", "mape", "cover", "ece", "sel@60", "bin8", "skip_err", "skip_task", "skip_rate"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for run_name, r in summary["runs"].items():
@@ -217,7 +217,7 @@ def main() -> None:
 
         print(f"| {run_name} | {f('pairwise_accuracy')} | {f('kendall_tau')} | {f('top1_score')} | {f('mape')} | "
               f"{f('interval_coverage')} | {f('ece')} | {f('selective_accuracy_60')} | {f('bin8_accuracy')} | "
-              f"{f('skip_error')} | {f('skip_rate')} |")
+              f"{f('skip_error')} | {f('skip_error_task_mean')} | {f('skip_rate')} |")
 
 
 if __name__ == "__main__":
