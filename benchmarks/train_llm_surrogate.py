@@ -23,6 +23,17 @@ transfer calls (``git rm -r --cached`` plus ``.git/info/exclude``, ``git reset``
 
 ``--load DIR`` measures the throughput of a trained model directory without training.
 
+Training longer than one call allows (``--minutes`` above :data:`MAX_CALL_MINUTES`): give a checkpoint file
+that survives between calls and the training minutes of each call, e.g. ``--minutes 15 --slice-minutes 5
+--checkpoint /tmp/kernelcast-llm/train_shapes.pt``, and run the very same command again, each call within
+30 s of the last, until it exits with status 0. A call whose slice ends before the budget saves the
+checkpoint, prints ``training slice ended at step N (M of T s trained); ...`` and exits with status 3,
+writing nothing under ``--out``; the next call resumes where it stopped (the same rows, seed and parameters,
+else it stops with an error naming what differs). The last call trains what is left of the budget (at most
+one slice) and then calibrates, evaluates and writes the files as a single call does, so choose the slice
+short enough to leave it time for that. With the GBM prior (``prior="gbm"``) every call fits the prior before
+training; with ``prior="mix"`` only the last one fits its GBMs.
+
 Here, the GBM on the very same split (same holdouts, seed and calibration groups), for the side-by-side::
 
     .venv/bin/python benchmarks/train_llm_surrogate.py --model gbm --split shapes --out /tmp/gbm_shapes
@@ -70,6 +81,13 @@ HELD_OUT_VARIANTS = ["variant=online", "variant=welford", "variant=persistent", 
 """Held-out source variants: each matches exactly one (family, variant) of datasets/kernelcast."""
 
 SPLITS = {"shapes": ("shapes", ODD_SHAPES), "variants": ("variants", HELD_OUT_VARIANTS)}
+
+MAX_CALL_MINUTES = 6.0
+"""Most training minutes in one call: a device call ends after 10 minutes, and loading, the GBM prior,
+calibration, evaluation and the throughput run need the rest."""
+
+SLICE_ENDED_EXIT = 3
+"""Exit status of a call whose training slice ended before the budget: run the same command again."""
 
 
 def _device_info() -> dict:
@@ -181,11 +199,38 @@ def _write_throughput(model, split, args, loaded: str | None = None) -> None:
     (args.out / f"llm_surrogate_throughput_{args.split}.json").write_text(json.dumps(bench, indent=1) + "\n")
 
 
+def _check_call_minutes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Stop with a usage error unless one call trains at most :data:`MAX_CALL_MINUTES`."""
+    if args.load is not None:
+        return
+    if args.model != "llm":
+        if args.checkpoint is not None or args.slice_minutes is not None:
+            parser.error(f"--checkpoint and --slice-minutes train the LLM surrogate in slices; --model {args.model} "
+                         "trains in one call")
+        return
+    if args.slice_minutes is not None and args.checkpoint is None:
+        parser.error(f"--slice-minutes {args.slice_minutes:g} needs --checkpoint PATH (the file the next call "
+                     "resumes from)")
+    if args.slice_minutes is not None and not 0 < args.slice_minutes <= MAX_CALL_MINUTES:
+        parser.error(f"--slice-minutes must be in (0, {MAX_CALL_MINUTES:g}]. Got {args.slice_minutes:g}.")
+    if args.minutes > MAX_CALL_MINUTES and args.slice_minutes is None:
+        parser.error(f"--minutes {args.minutes:g} is more than one call may train ({MAX_CALL_MINUTES:g}): add "
+                     f"--checkpoint PATH and --slice-minutes X (X <= {MAX_CALL_MINUTES:g}) to train over several "
+                     "calls")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("llm", "gbm"), default="llm")
     parser.add_argument("--split", choices=tuple(SPLITS), default="shapes")
-    parser.add_argument("--minutes", type=float, default=5.0, help="LLM training budget (minutes, <= 6)")
+    parser.add_argument("--minutes", type=float, default=5.0,
+                        help=f"LLM training budget over every call (minutes; more than {MAX_CALL_MINUTES:g} needs "
+                             "--checkpoint and --slice-minutes)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="LLM training state file: resumed from when it exists, written when a slice ends")
+    parser.add_argument("--slice-minutes", type=float, default=None,
+                        help=f"LLM training minutes of this call (<= {MAX_CALL_MINUTES:g}; needs --checkpoint); exit "
+                             f"status {SLICE_ENDED_EXIT} when training is not finished: run again to resume")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, required=True)
@@ -199,6 +244,7 @@ def main() -> None:
     parser.add_argument("--smoke-rows", type=int, default=None,
                         help="CPU smoke run: keep this many records of each side of the split")
     args = parser.parse_args()
+    _check_call_minutes(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
 
     import tempfile
@@ -207,6 +253,7 @@ def main() -> None:
     from kernelcast.surrogate._artifact import json_safe
     from kernelcast.surrogate.evaluation import evaluate_surrogate, make_split
     from kernelcast.surrogate.evaluation.protocol import parse_params
+    from kernelcast.surrogate.llm.forecaster import TrainingSliceEnded
     from kernelcast.surrogate.registry import make_surrogate
 
     started = time.perf_counter()
@@ -233,9 +280,18 @@ def main() -> None:
         params.update(max_minutes=args.minutes)
         if args.max_steps is not None:
             params["max_steps"] = args.max_steps
+        if args.checkpoint is not None:
+            params["checkpoint"] = str(args.checkpoint)
+        if args.slice_minutes is not None:
+            params["slice_minutes"] = args.slice_minutes
     model = make_surrogate(args.model, **params)
     t0 = time.perf_counter()
-    model.fit(split.train, sources=sources, data_path=args.data)
+    try:
+        model.fit(split.train, sources=sources, data_path=args.data)
+    except TrainingSliceEnded as ended:
+        print(f"training slice ended at step {ended.steps} ({ended.seconds:.0f} of {ended.max_seconds:.0f} s "
+              f"trained; state in {ended.checkpoint}); run again with the same arguments to resume", flush=True)
+        sys.exit(SLICE_ENDED_EXIT)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     model.calibrate(split.calibration)

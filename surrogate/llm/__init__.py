@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LLMSurrogate", "PromptedForecaster"]
+__all__ = ["LLMSurrogate", "PromptedForecaster", "TrainingSliceEnded"]
 
 _LAZY = {
     "LLMSurrogate": "kernelcast.surrogate.llm.forecaster",
+    "TrainingSliceEnded": "kernelcast.surrogate.llm.forecaster",
     "PromptedForecaster": "kernelcast.surrogate.llm.prompted",
 }
 

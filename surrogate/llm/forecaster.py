@@ -37,6 +37,18 @@ A source the GBM's features cannot describe can so pull
 
 Training runs on the GPU when there is one (``device="auto"``), for ``max_minutes`` or ``max_steps``;
 the adapters and the head are saved as safetensors plus JSON and load on the CPU.
+
+Training in slices
+------------------
+Where one call may run only for so long (a GPU machine lent for 10 minutes at a time), ``checkpoint`` and
+``slice_minutes`` spread ``max_minutes`` of training over several calls of :meth:`LLMSurrogate.fit` with the
+same records, sources and parameters: each call trains for ``slice_minutes``, saves the training state to
+``checkpoint`` and raises :class:`TrainingSliceEnded`, leaving the model unfitted (``training_complete_`` is
+False and forecasting raises :class:`~kernelcast.exceptions.NotFittedError`); the call that reaches the
+budget finishes the fit as one uninterrupted call would (see "Training in slices" in
+:mod:`kernelcast.surrogate.llm.regressor`). With ``prior="gbm"`` every call fits the GBM prior before
+training, as the language model reads it; with ``prior="mix"`` only the last call fits the GBMs, after the
+training, and chooses the weight.
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ import numpy as np
 import polars as pl
 from scipy.special import ndtri
 
-from kernelcast.exceptions import InvalidParameterError, invalid_choice
+from kernelcast.exceptions import InvalidParameterError, KernelcastError, NotFittedError, invalid_choice
 from kernelcast.surrogate._calibrated import RawForecast
 from kernelcast.surrogate.llm import prompts
 from kernelcast.surrogate.llm._frame import FrameSurrogate, source_mapping
@@ -80,6 +92,39 @@ SOURCES_FILE = "sources.json"
 TRAINING_LOG_FILE = "training_log.json"
 
 
+class TrainingSliceEnded(KernelcastError):
+    """:meth:`LLMSurrogate.fit` trained one slice and saved it; training is not finished (see the module docstring).
+
+    Call ``fit`` again with the same records, sources and parameters to resume from the checkpoint.
+
+    Attributes
+    ----------
+    log : dict
+        The training log of the slice (:meth:`~kernelcast.surrogate.llm.regressor.PromptRegressor.fit`).
+    steps : int
+        Optimiser steps done so far, over every slice.
+    seconds, max_seconds : float
+        Training time so far, over every slice, and the whole budget (s).
+    checkpoint : str
+        The file training resumes from.
+    """
+
+    def __init__(self, log: Mapping[str, Any]) -> None:
+        self.log = dict(log)
+        self.steps = int(log["steps"])
+        self.seconds = float(log["seconds"])
+        self.max_seconds = float(log["max_seconds"])
+        self.checkpoint = str(log["checkpoint"])
+        steps = f" of {log['max_steps']}" if log.get("max_steps") is not None else ""
+        super().__init__(
+            f"Training slice ended at step {self.steps}{steps} ({self.seconds:.0f} of {self.max_seconds:.0f} s "
+            f"trained); call fit again with the same records and parameters to resume from {self.checkpoint!r}."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.log,))
+
+
 class LLMSurrogate(FrameSurrogate):
     """Selective language-model surrogate of kernel runtimes (scikit-learn estimator contract).
 
@@ -90,7 +135,7 @@ class LLMSurrogate(FrameSurrogate):
     centering : bool, default=True
         Learn the log time minus the task's level (:class:`~kernelcast.surrogate.level.TaskLevelModel`).
     max_minutes : float, default=5.0
-        Training time budget (minutes of wall time).
+        Training time budget (minutes of wall time; over every call when training in slices).
     max_steps : int or None, default=None
         Stop after this many optimiser steps (None: only the time budget stops training).
     batch_size : int, default=64
@@ -132,6 +177,15 @@ class LLMSurrogate(FrameSurrogate):
         the training step whose weights are kept (see :meth:`PromptRegressor.fit`); 0 keeps the last weights.
     eval_every : int, default=20
         Steps between validations.
+    checkpoint : str or None, default=None
+        File of the training state (see "Training in slices" in the module docstring): training resumes from
+        it when it exists (same records, sources and parameters, else ``fit`` raises
+        :class:`~kernelcast.exceptions.InvalidParameterError` naming what differs), and it is written when a
+        slice ends and when training finishes. A transient resume file (``torch.save``), not a model file.
+    slice_minutes : float or None, default=None
+        Minutes of training per call of ``fit``, to the end of the step under way then (so at least one
+        step; needs ``checkpoint``): a call whose slice ends before ``max_minutes`` (or ``max_steps``) is used
+        up saves the checkpoint and raises :class:`TrainingSliceEnded`. None: train to the end in one call.
     random_state : int or None, default=0
         Seed.
 
@@ -142,7 +196,10 @@ class LLMSurrogate(FrameSurrogate):
     sources_ : dict of str to str
         The source library (see the module docstring).
     training_log_ : dict
-        Steps, seconds, candidates seen and the loss history of the last ``fit``.
+        Steps, seconds, candidates seen and the loss history of the last ``fit`` (of the training so far,
+        after a slice ended).
+    training_complete_ : bool
+        Whether the last ``fit`` finished (False after a slice ended: the model is not fitted).
     prior_ : GBMSurrogate or None
         The prior GBM fitted on every training row (None with ``prior="none"``).
     mix_weight_ : float or None
@@ -186,6 +243,8 @@ class LLMSurrogate(FrameSurrogate):
         head_norm: bool = True,
         valid_fraction: float = 0.1,
         eval_every: int = 20,
+        checkpoint: str | None = None,
+        slice_minutes: float | None = None,
         random_state: int | None = 0,
     ) -> None:
         self.coverage = coverage
@@ -217,6 +276,8 @@ class LLMSurrogate(FrameSurrogate):
         self.head_norm = head_norm
         self.valid_fraction = valid_fraction
         self.eval_every = eval_every
+        self.checkpoint = checkpoint
+        self.slice_minutes = slice_minutes
         self.random_state = random_state
 
     # -- validation -----------------------------------------------------------------------------------
@@ -276,6 +337,34 @@ class LLMSurrogate(FrameSurrogate):
             raise InvalidParameterError(
                 f"The 'prior_n_jobs' parameter of {owner} must be a non-zero int. Got {self.prior_n_jobs!r} instead."
             )
+        if self.checkpoint is not None and not (isinstance(self.checkpoint, str | os.PathLike)
+                                                and os.fspath(self.checkpoint)):
+            raise InvalidParameterError(
+                f"The 'checkpoint' parameter of {owner} must be a file path or None. Got {self.checkpoint!r} instead."
+            )
+        minutes = self.slice_minutes
+        if minutes is not None:
+            if not (isinstance(minutes, int | float) and not isinstance(minutes, bool) and math.isfinite(minutes)
+                    and minutes >= 0):
+                raise InvalidParameterError(
+                    f"The 'slice_minutes' parameter of {owner} must be a non-negative float or None. Got {minutes!r} "
+                    "instead."
+                )
+            if self.checkpoint is None:
+                raise InvalidParameterError(
+                    f"The 'slice_minutes' parameter of {owner} needs a 'checkpoint' to resume from. Got "
+                    f"slice_minutes={minutes!r} with checkpoint=None."
+                )
+
+    def _check_fitted(self) -> None:
+        super()._check_fitted()
+        if getattr(self, "training_complete_", True) is False:
+            log = getattr(self, "training_log_", {})
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet: its training stopped at the end of a slice "
+                f"(step {log.get('steps')}). Call 'fit' again with the same records and parameters to resume from "
+                f"{self.checkpoint!r}."
+            )
 
     # -- sources and prompts --------------------------------------------------------------------------
     def prompts(self, frame: pl.DataFrame) -> tuple[dict[str, str], list[str], list[str]]:
@@ -306,15 +395,17 @@ class LLMSurrogate(FrameSurrogate):
         from kernelcast.surrogate.llm.base import load_base_model
         from kernelcast.surrogate.llm.regressor import PromptRegressor, TrainingRows
 
+        self.training_complete_ = False  # until the last step below: a fit that stops early leaves no model
+        self.prior_ = None
+        self.mix_weight_ = None
         texts, keys, suffixes = self.prompts(records)
         valid = self._valid_rows(records)
-        prior = self._fit_prior(records, valid) if self.prior in ("gbm", "mix") else None
-        if prior is None:
-            self.prior_ = None
         reads_prior = self.prior == "gbm"
+        # The language model reads the "gbm" prior, so it is fitted first (in every slice, the same each time);
+        # "mix" GBMs are only mixed in afterwards, so they are fitted once training has finished.
+        prior = self._fit_prior(records, valid) if reads_prior else None
         rows = TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes, log_time=log_time, failed=failed,
-                            task=task_ids(records), noise=relative_noise(records),
-                            prior=prior if reads_prior else None)
+                            task=task_ids(records), noise=relative_noise(records), prior=prior)
         base = load_base_model("cpu")
         self.regressor_ = PromptRegressor(
             base, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
@@ -327,14 +418,19 @@ class LLMSurrogate(FrameSurrogate):
             learning_rate=self.learning_rate, head_learning_rate=self.head_learning_rate,
             rank_weight=self.rank_weight, rank_temperature=self.rank_temperature, fail_weight=self.fail_weight,
             valid=valid, eval_every=self.eval_every,
+            checkpoint=None if self.checkpoint is None else Path(self.checkpoint),
+            slice_seconds=None if self.slice_minutes is None else 60.0 * self.slice_minutes,
         )
-        self.mix_weight_ = None
+        if not self.training_log_["complete"]:
+            raise TrainingSliceEnded(self.training_log_)
+        if self.prior == "mix":
+            prior = self._fit_prior(records, valid)
+            self.mix_weight_ = self._choose_mix_weight(rows, np.flatnonzero(valid & ~failed), prior[:, 0])
         if prior is not None:
             self.training_log_["prior"] = self.prior_info_
-        if self.prior == "mix":
-            self.mix_weight_ = self._choose_mix_weight(rows, np.flatnonzero(valid & ~failed), prior[:, 0])
         logger.info("Trained %d steps in %.0f s (%d candidates seen)", self.training_log_["steps"],
                     self.training_log_["seconds"], self.training_log_["candidates_seen"])
+        self.training_complete_ = True
 
     def _choose_mix_weight(self, rows: Any, index: np.ndarray, gbm_mean: np.ndarray) -> float:
         """The weight of :data:`MIX_WEIGHTS` whose mix ranks validation rows ``index`` best (ties: the lower)."""
@@ -545,3 +641,4 @@ class LLMSurrogate(FrameSurrogate):
         self.sources_ = json.loads((path / state.get("sources_file", SOURCES_FILE)).read_text())
         log_file = path / TRAINING_LOG_FILE
         self.training_log_ = json.loads(log_file.read_text()) if log_file.is_file() else {}
+        self.training_complete_ = True  # only finished fits are saved

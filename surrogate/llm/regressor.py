@@ -27,6 +27,22 @@ the logit of its failing. The head reads them next to the hidden state, and its 
 are corrections added to the prior's (the head's last layer starts at zero, so an untrained head returns
 the prior). The language model then learns what the tabular model misses, from the source text.
 
+Training in slices
+------------------
+One call on a GPU machine may run for only so long, so :meth:`PromptRegressor.fit` can spread one training
+run over several calls: with ``checkpoint`` and ``slice_seconds`` a call trains for ``slice_seconds`` (to the
+end of the step under way then, so at least one step), writes the training state to ``checkpoint`` and
+returns with ``complete`` False; the next call with the same rows and hyperparameters resumes from it
+(weights, AdamW state, step, the NumPy and torch random states, the histories and the best validation
+snapshot) as if it had never stopped. ``max_seconds`` stays the budget of the whole run: the learning-rate
+schedule and the stop rule read the training time of every slice so far. The call that reaches the budget
+(or ``max_steps``) finishes as an uninterrupted run does, keeps the best validation step, returns
+``complete`` True and writes the finished state, so a call that fails after training can be run again
+without training again. The checkpoint records a fingerprint of the training rows and the hyperparameters
+that shape training; resuming with others raises :class:`~kernelcast.exceptions.InvalidParameterError`
+naming what differs. It is a transient resume file (``torch.save`` of tensors and plain Python, read back
+with ``weights_only=True``), not a model file.
+
 Plain NumPy in and out; torch, transformers and peft are imported here only. No polars.
 """
 
@@ -34,8 +50,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,6 +76,13 @@ HEAD_OUTPUTS = 3
 MIN_LOG_VAR = -9.0
 MAX_LOG_VAR = 4.0
 """Clamp of the head's log variance (standardised units)."""
+
+CHECKPOINT_FORMAT = "kernelcast-llm-training-checkpoint"
+CHECKPOINT_VERSION = 1
+"""Identity of the resume files of :meth:`PromptRegressor.fit` (see "Training in slices")."""
+
+PRIOR_TOLERANCE = 1e-3
+"""Largest difference between the prior inputs of a resumed run and those it started with (standardised units)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +204,42 @@ def validation_accuracy(rows: TrainingRows, index: np.ndarray, mean: np.ndarray)
 
     return pairwise_accuracy(np.exp(rows.log_time[index]), mean, rows.task[index],
                              tie_tolerance=TIE_Z * np.nan_to_num(rows.noise[index], nan=0.01))
+
+
+def rows_fingerprint(rows: TrainingRows, valid: np.ndarray | None = None) -> dict[str, str]:
+    """SHA-256 (hex) of each field of ``rows`` and of the ``valid`` mask: the data a training checkpoint is for.
+
+    The prior forecasts are left out: a GBM refitted in every call gives them again only to within rounding,
+    so a checkpoint compares them with a tolerance (:data:`PRIOR_TOLERANCE`) instead.
+    """
+
+    def of_text(value: Any) -> str:
+        return hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+    def of_array(values: np.ndarray, dtype: Any) -> str:
+        values = np.ascontiguousarray(values, dtype=dtype)
+        if values.dtype.kind == "f":
+            values = np.where(np.isnan(values), np.nan, values)  # one bit pattern for every NaN
+        return hashlib.sha256(values.tobytes()).hexdigest()
+
+    return {
+        "rows": str(len(rows)),
+        "prefixes": of_text(sorted(rows.prefixes.items())),
+        "prefix_keys": of_text(list(rows.prefix_keys)),
+        "suffixes": of_text(list(rows.suffixes)),
+        "log_time": of_array(rows.log_time, np.float64),
+        "failed": of_array(rows.failed, np.bool_),
+        "task": of_array(rows.task, np.int64),
+        "noise": of_array(rows.noise, np.float64),
+        "valid": of_array(np.zeros(len(rows), dtype=bool) if valid is None else valid, np.bool_),
+    }
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: SHA-256 digests cut to 12 characters."""
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12]
+    return repr(value)
 
 
 class PromptRegressor:
@@ -337,6 +399,8 @@ class PromptRegressor:
         valid: np.ndarray | None = None,
         eval_every: int = 20,
         max_valid_rows: int = 4096,
+        checkpoint: Path | None = None,
+        slice_seconds: float | None = None,
     ) -> dict[str, Any]:
         """Train the adapters and the head for at most ``max_seconds`` (s) or ``max_steps`` steps.
 
@@ -346,13 +410,56 @@ class PromptRegressor:
         With a prior, the evaluation before the first step is the prior's own accuracy, so training never
         leaves a model that ranks the validation rows worse than its prior.
 
+        Parameters
+        ----------
+        rows : TrainingRows
+            The records to learn from (and to validate on, see ``valid``).
+        max_seconds : float
+            Training time budget (s of wall time, over every slice); the learning rate decays over it unless
+            ``max_steps`` is given.
+        max_steps : int, optional
+            Stop after this many optimiser steps; the learning rate then decays over the steps.
+        batch_size : int
+            Candidates per step (all of one task).
+        learning_rate, head_learning_rate : float
+            AdamW learning rates of the adapters and of the head (warm-up, then cosine decay to 10%).
+        rank_weight, rank_temperature, fail_weight : float
+            Weight and temperature (log units) of the rank loss, weight of the failure loss.
+        warmup_steps : int
+            Steps of linear learning-rate warm-up.
+        valid : ndarray of bool, shape (n,), optional
+            Rows held out of training to choose the kept weights.
+        eval_every : int
+            Steps between validations.
+        max_valid_rows : int
+            Validation rows scored (at most; a seeded sample beyond).
+        checkpoint : Path, optional
+            Resume file (see "Training in slices" in the module docstring): when it exists, training resumes
+            from it; it is written when a slice ends and when training finishes.
+        slice_seconds : float, optional
+            Training time of this call (s of wall time): the slice ends with the first step that ends after it
+            (so it trains at least one step), writes ``checkpoint`` and returns with ``complete`` False. Needs
+            ``checkpoint``. ``max_seconds`` stays the budget of the whole run, over every slice.
+
         Returns
         -------
         dict
-            Steps, seconds, candidates seen, the loss history (every 10th step) and, with ``valid``, the
-            validation history and the step whose weights were kept.
+            ``complete`` (False when a slice ended before training did; the weights are then those of the last
+            step, not the kept ones), steps, seconds (training time over every slice), slices, candidates seen,
+            the loss history (every 10th step) and, with ``valid``, the validation history and, once complete,
+            the step whose weights were kept.
         """
         torch = _torch()
+        if slice_seconds is not None:
+            if checkpoint is None:
+                raise InvalidParameterError(
+                    f"PromptRegressor.fit: slice_seconds={slice_seconds!r} needs a checkpoint path to resume from."
+                )
+            if not (isinstance(slice_seconds, int | float) and math.isfinite(slice_seconds) and slice_seconds >= 0):
+                raise InvalidParameterError(
+                    f"The 'slice_seconds' parameter of PromptRegressor.fit must be a non-negative float or None. "
+                    f"Got {slice_seconds!r} instead."
+                )
         if len(rows) == 0:
             raise InvalidParameterError("PromptRegressor.fit needs at least one record.")
         ok = ~rows.failed & np.isfinite(rows.log_time)
@@ -402,17 +509,48 @@ class PromptRegressor:
         prior_np = self._prior_inputs(rows.prior, len(rows))
         prior_t = torch.from_numpy(prior_np).to(self.device) if prior_np is not None else None
 
-        started = time.perf_counter()
         history: list[dict[str, float]] = []
         valid_history: list[dict[str, float]] = []
         best: tuple[float, int, Any] | None = None
         step = 0
         seen = 0
+        trained_before = 0.0  # seconds trained by earlier slices
+        slices = 1
+        identity: dict[str, Any] = {}
+        if checkpoint is not None:
+            checkpoint = Path(checkpoint)
+            identity = {
+                "settings": {
+                    "max_seconds": float(max_seconds), "max_steps": None if max_steps is None else int(max_steps),
+                    "batch_size": int(batch_size),
+                    "learning_rate": float(learning_rate), "head_learning_rate": float(head_learning_rate),
+                    "rank_weight": float(rank_weight), "rank_temperature": float(rank_temperature),
+                    "fail_weight": float(fail_weight), "warmup_steps": int(warmup_steps),
+                    "eval_every": int(eval_every), "max_valid_rows": int(max_valid_rows), **self._architecture(),
+                },
+                "data": rows_fingerprint(rows, valid),
+            }
+            if checkpoint.is_file():
+                state = self._read_checkpoint(checkpoint, identity, prior_np)
+                self._resume(state, optimizer, rng)
+                step, seen = int(state["step"]), int(state["candidates_seen"])
+                trained_before, slices = float(state["seconds"]), int(state["slices"]) + 1
+                history, valid_history = list(state["history"]), list(state["valid_history"])
+                if state["best"] is not None:
+                    snapshot = (state["best"]["adapter"], state["best"]["head"])
+                    best = (float(state["best"]["accuracy"]), int(state["best"]["step"]), snapshot)
+                logger.info("resumed training from %s at step %d (%.0f of %.0f s trained)", checkpoint, step,
+                            trained_before, max_seconds)
+
+        started = time.perf_counter()
+
+        def trained_seconds() -> float:
+            return trained_before + time.perf_counter() - started
 
         def evaluate() -> None:
             nonlocal best
-            accuracy = self._pairwise_accuracy(rows, valid_rows, decoder, pad_id, prior_t, use_amp)
-            valid_history.append({"step": step, "seconds": round(time.perf_counter() - started, 2),
+            accuracy = float(self._pairwise_accuracy(rows, valid_rows, decoder, pad_id, prior_t, use_amp))
+            valid_history.append({"step": step, "seconds": round(trained_seconds(), 2),
                                   "pairwise_accuracy": accuracy})
             if not math.isfinite(accuracy):  # no untied pair to rank: nothing to choose by
                 return
@@ -421,14 +559,38 @@ class PromptRegressor:
             logger.info("step %d: validation pairwise accuracy %.4f (best %.4f at step %d)", step, accuracy,
                         best[0], best[1])
 
-        if valid_rows.size:
+        def save(path: Path, complete: bool) -> None:
+            self._write_checkpoint(path, {
+                **identity, "target_mean": self.target_mean, "target_scale": self.target_scale,
+                "prior": None if prior_np is None else torch.from_numpy(prior_np),
+                "complete": complete, "step": step, "candidates_seen": seen, "seconds": trained_seconds(),
+                "slices": slices, "history": history, "valid_history": valid_history,
+                "best": None if best is None else {"accuracy": best[0], "step": best[1], "adapter": best[2][0],
+                                                   "head": best[2][1]},
+            }, optimizer, rng)
+
+        if valid_rows.size and not valid_history:
             evaluate()
         self.model.train()
         self.head.train()
+        slice_steps = 0
         while True:
-            elapsed = time.perf_counter() - started
+            elapsed = trained_seconds()
             if elapsed >= max_seconds or (max_steps is not None and step >= max_steps):
                 break
+            if (slice_seconds is not None and checkpoint is not None and slice_steps
+                    and time.perf_counter() - started >= slice_seconds):
+                save(checkpoint, complete=False)
+                self.model.eval()
+                self.head.eval()
+                log: dict[str, Any] = {"complete": False, "steps": step, "seconds": trained_seconds(),
+                                       "max_seconds": float(max_seconds), "max_steps": max_steps, "slices": slices,
+                                       "candidates_seen": seen, "checkpoint": str(checkpoint), "history": history}
+                if valid_rows.size:
+                    log.update(valid_rows=int(valid_rows.size), valid_history=valid_history)
+                logger.info("training slice ended at step %d (%.0f of %.0f s trained); state saved to %s", step,
+                            log["seconds"], max_seconds, checkpoint)
+                return log
             progress = min(1.0, elapsed / max_seconds) if max_steps is None else step / max(max_steps, 1)
             factor = min(1.0, (step + 1) / warmup_steps) * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
             for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
@@ -467,13 +629,14 @@ class PromptRegressor:
             torch.nn.utils.clip_grad_norm_(lora_params + list(self.head.parameters()), 1.0)
             optimizer.step()
             step += 1
+            slice_steps += 1
             seen += int(batch.size)
             if valid_rows.size and step % eval_every == 0:
                 evaluate()
                 self.model.train()
                 self.head.train()
             if step % 10 == 1:
-                history.append({"step": step, "seconds": round(time.perf_counter() - started, 2),
+                history.append({"step": step, "seconds": round(trained_seconds(), 2),
                                 "loss": float(loss.detach()), "nll": float(nll.detach()),
                                 "rank": float(rank.detach()), "fail": float(loss_fail.detach())})
                 if step % 200 == 1:
@@ -484,14 +647,117 @@ class PromptRegressor:
             evaluate()
         self.model.eval()
         self.head.eval()
-        log: dict[str, Any] = {"steps": step, "seconds": time.perf_counter() - started, "candidates_seen": seen,
-                               "history": history}
+        log = {"complete": True, "steps": step, "seconds": trained_seconds(), "slices": slices,
+               "candidates_seen": seen, "history": history}
+        if checkpoint is not None:  # the finished state: a call that fails after training need not train again
+            save(checkpoint, complete=True)
         if best is not None:
             self._restore(best[2])
             log.update(valid_rows=int(valid_rows.size), valid_history=valid_history, kept_step=best[1],
                        kept_valid_pairwise_accuracy=best[0])
             logger.info("kept the weights of step %d (validation pairwise accuracy %.4f)", best[1], best[0])
         return log
+
+    # -- resume files ---------------------------------------------------------------------------------
+    def _architecture(self) -> dict[str, Any]:
+        """What shapes the adapted model: checked when a training checkpoint is resumed."""
+        return {"lora_rank": int(self.lora_config.r), "lora_alpha": int(self.lora_config.lora_alpha),
+                "lora_dropout": float(self.lora_config.lora_dropout), "head_width": self.head_width,
+                "head_norm": self.head_norm, "prior_features": self.prior_features,
+                "max_prefix_tokens": self.max_prefix_tokens, "seed": self.seed,
+                "base_model": self.base_info.gguf_sha256}
+
+    def _write_checkpoint(self, path: Path, state: dict[str, Any], optimizer: Any, rng: np.random.Generator) -> None:
+        """Write the training ``state`` plus weights, optimizer and random states to ``path`` atomically."""
+        torch = _torch()
+        from peft import get_peft_model_state_dict
+
+        state = {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state,
+            "adapter": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.model).items()},
+            "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.startswith("cuda") else None,
+        }
+        if state["best"] is not None:
+            state["best"] = {**state["best"], "adapter": {k: v.cpu() for k, v in state["best"]["adapter"].items()},
+                             "head": {k: v.cpu() for k, v in state["best"]["head"].items()}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            torch.save(state, partial)
+            os.replace(partial, path)  # a reader sees the old checkpoint or the new one, never half of one
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _read_checkpoint(self, path: Path, identity: Mapping[str, Any], prior: np.ndarray | None) -> dict[str, Any]:
+        """The training state in ``path``, once checked to belong to this run (``identity``, targets, ``prior``)."""
+        import pickle
+
+        torch = _torch()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+            raise InvalidParameterError(f"Cannot read the training checkpoint {str(path)!r}: {exc}") from exc
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        if found != CHECKPOINT_FORMAT:
+            raise InvalidParameterError(
+                f"{str(path)!r} is not a training checkpoint of PromptRegressor.fit: its format is {found!r}, "
+                f"expected {CHECKPOINT_FORMAT!r}."
+            )
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise InvalidParameterError(
+                f"The training checkpoint {str(path)!r} has version {state.get('version')!r}; this kernelcast "
+                f"resumes version {CHECKPOINT_VERSION}. Delete it to train from the start."
+            )
+        for key, what in (("settings", "hyperparameters"), ("data", "training rows")):
+            saved, now = state.get(key) or {}, identity[key]
+            differences = [f"{name} {_short(saved.get(name))} in the checkpoint, {_short(value)} now"
+                           for name, value in now.items() if saved.get(name) != value]
+            if differences:
+                raise InvalidParameterError(
+                    f"The training checkpoint {str(path)!r} was written for other {what}: "
+                    f"{'; '.join(differences)}. Resume with the {what} it was written for, or give another "
+                    "checkpoint path to train from the start."
+                )
+        for name in ("target_mean", "target_scale"):
+            saved_value, value = float(state[name]), float(getattr(self, name))
+            if abs(saved_value - value) > 1e-9 * max(1.0, abs(value)):
+                raise InvalidParameterError(
+                    f"The training checkpoint {str(path)!r} is for other data: its {name} is {saved_value!r}, "
+                    f"that of these rows {value!r}."
+                )
+        if (state["prior"] is None) != (prior is None):
+            raise InvalidParameterError(
+                f"The training checkpoint {str(path)!r} was written {'without' if state['prior'] is None else 'with'} "
+                f"prior forecasts, and this run has {'none' if prior is None else 'some'}."
+            )
+        if prior is not None:
+            gap = float(np.max(np.abs(state["prior"].numpy() - prior), initial=0.0))
+            if not gap <= PRIOR_TOLERANCE:
+                raise InvalidParameterError(
+                    f"The training checkpoint {str(path)!r} was written for other prior forecasts: they differ from "
+                    f"these by up to {gap:.3g} (standardised units; allowed {PRIOR_TOLERANCE})."
+                )
+        return state
+
+    def _resume(self, state: Mapping[str, Any], optimizer: Any, rng: np.random.Generator) -> None:
+        """Load the weights, optimizer state and random states of a checked training checkpoint."""
+        torch = _torch()
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.model, state["adapter"])  # copies into the parameters in place
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise InvalidParameterError(f"The training checkpoint has unexpected adapter weights: {unexpected[:5]}")
+        self.head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])  # LoRA dropout draws from it
+        if state["cuda_rng"] is not None and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     # -- checkpoints and validation ----------------------------------------------------------------------
     def _snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:

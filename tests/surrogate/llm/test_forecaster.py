@@ -42,6 +42,10 @@ def test_estimator_contract():
     ("max_minutes", -1.0, "'max_minutes' parameter of LLMSurrogate must be a positive float. Got -1.0"),
     ("inference_dtype", "int8", "'inference_dtype' parameter of LLMSurrogate must be one of"),
     ("max_steps", 0, "'max_steps' parameter of LLMSurrogate must be a positive int or None"),
+    ("checkpoint", 3, "'checkpoint' parameter of LLMSurrogate must be a file path or None. Got 3 instead"),
+    ("slice_minutes", -1.0, "'slice_minutes' parameter of LLMSurrogate must be a non-negative float or None. Got -1.0"),
+    ("slice_minutes", 2.0, "'slice_minutes' parameter of LLMSurrogate needs a 'checkpoint' to resume from. Got "
+                           "slice_minutes=2.0 with checkpoint=None"),
 ])
 def test_invalid_parameters(param, value, message):
     model = _llm()(**{param: value})
@@ -233,3 +237,69 @@ def test_validation_keeps_the_best_step(small_data, llm_extra):
     assert log["kept_step"] == scores.index(max(scores))
     assert 0 < log["valid_rows"] < small_data["train"].height
     assert model.training_log_["candidates_seen"] == 8
+
+
+def test_mix_trains_in_slices_and_fits_its_gbms_after_the_last(small_data, llm_extra, tmp_path):
+    """prior='mix' over one-step slices: a slice that ends early fits no GBM and leaves the model unfitted; the
+    call that finishes fits both GBMs and chooses the weight, exactly as one uninterrupted fit does."""
+    import pickle
+
+    from kernelcast.surrogate.gbm import GBMSurrogate
+    from kernelcast.surrogate.llm.forecaster import TrainingSliceEnded
+
+    params = {**TINY, "max_steps": 2, "eval_every": 1, "prior": "mix", "prior_folds": 2, "valid_fraction": 0.5}
+    checkpoint = tmp_path / "ckpt" / "train.pt"
+    model = _llm()(**params, checkpoint=str(checkpoint), slice_minutes=0.0)
+    assert clone(model).get_params()["checkpoint"] == str(checkpoint)
+    train, test = small_data["train"], small_data["test"]
+    fitted = []
+    fit = GBMSurrogate.fit
+
+    def spy(self, records, *args, **kwargs):
+        fitted.append(records.height)
+        return fit(self, records, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GBMSurrogate, "fit", spy)
+        with pytest.raises(TrainingSliceEnded, match=r"Training slice ended at step 1 of 2 .* resume from") as ended:
+            model.fit(train, sources=small_data["sources"])
+        assert fitted == [] and checkpoint.is_file()
+        assert ended.value.steps == 1 and ended.value.checkpoint == str(checkpoint)
+        assert str(pickle.loads(pickle.dumps(ended.value))) == str(ended.value)
+        assert model.training_complete_ is False and model.prior_ is None and model.mix_weight_ is None
+        assert model.training_log_["complete"] is False and model.training_log_["steps"] == 1
+        with pytest.raises(NotFittedError, match=r"stopped at the end of a slice \(step 1\)"):
+            model.forecast(test)
+        with pytest.raises(NotFittedError, match="stopped at the end of a slice"):
+            model.calibrate(small_data["calib"])
+        model.fit(train, sources=small_data["sources"])  # resumes and finishes
+    n_valid = int(model._valid_rows(train).sum())
+    assert fitted == [train.height - n_valid, train.height]
+    assert model.training_complete_ is True
+    log = model.training_log_
+    assert log["complete"] and log["steps"] == 2 and log["slices"] == 2 and log["candidates_seen"] == 8
+    assert log["prior"]["fold_groups"] == "validation" and model.mix_weight_ == log["mix"]["weight"]
+
+    whole = _llm()(**params).fit(train, sources=small_data["sources"])
+    assert whole.training_log_["slices"] == 1
+    assert log["kept_step"] == whole.training_log_["kept_step"]
+    assert log["mix"]["valid_pairwise_accuracy"] == whole.training_log_["mix"]["valid_pairwise_accuracy"]
+    assert model.mix_weight_ == whole.mix_weight_
+    forecast = model.forecast(test)
+    np.testing.assert_allclose(forecast.log_time_mean, whole.forecast(test).log_time_mean, atol=1e-6)
+    assert np.all(np.isfinite(forecast.log_time_mean))
+
+
+def test_gbm_prior_trains_in_slices(small_data, llm_extra, tmp_path):
+    """prior='gbm' refits its prior in every slice (the same each time) and resumes from the checkpoint."""
+    from kernelcast.surrogate.llm.forecaster import TrainingSliceEnded
+
+    params = {**TINY, "max_steps": 2, "prior_folds": 2, "valid_fraction": 0.0}
+    model = _llm()(**params, checkpoint=str(tmp_path / "train.pt"), slice_minutes=0.0)
+    with pytest.raises(TrainingSliceEnded, match="step 1 of 2"):
+        model.fit(small_data["train"], sources=small_data["sources"])
+    model.fit(small_data["train"], sources=small_data["sources"])
+    assert model.training_log_["steps"] == 2 and model.training_log_["slices"] == 2 and model.prior_ is not None
+    whole = _llm()(**params).fit(small_data["train"], sources=small_data["sources"])
+    test = small_data["test"]
+    np.testing.assert_allclose(model._predict_raw(test).mean, whole._predict_raw(test).mean, atol=1e-6)
