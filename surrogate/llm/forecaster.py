@@ -638,6 +638,9 @@ class LLMSurrogate(FrameSurrogate):
         self.mix_weight_ = state.get("mix_weight")
         if self.mix_weight_ is not None:
             self.prior = "mix"
+        # A loaded model resumes nobody's training: how it was trained in slices stays in its training log.
+        self.checkpoint = None
+        self.slice_minutes = None
         self.sources_ = json.loads((path / state.get("sources_file", SOURCES_FILE)).read_text())
         log_file = path / TRAINING_LOG_FILE
         self.training_log_ = json.loads(log_file.read_text()) if log_file.is_file() else {}

@@ -288,6 +288,9 @@ def test_mix_trains_in_slices_and_fits_its_gbms_after_the_last(small_data, llm_e
     forecast = model.forecast(test)
     np.testing.assert_allclose(forecast.log_time_mean, whole.forecast(test).log_time_mean, atol=1e-6)
     assert np.all(np.isfinite(forecast.log_time_mean))
+    loaded = _llm().load(model.save(tmp_path / "sliced"), device="cpu")
+    assert loaded.checkpoint is None and loaded.slice_minutes is None  # loading resumes no training
+    assert loaded.training_log_["slices"] == 2
 
 
 def test_gbm_prior_trains_in_slices(small_data, llm_extra, tmp_path):
