@@ -250,9 +250,15 @@ def main() -> None:
     parser.add_argument("--throughput-repeats", type=int, default=2)
     parser.add_argument("--load", type=Path, default=None,
                         help="a trained LLM model directory: measure its throughput only (no training)")
+    parser.add_argument("--refit-mix", action="store_true",
+                        help="with --load: choose the mix weights again (LLMSurrogate.refit_mix; --param "
+                             "mix_by_family=true for a weight per family), then calibrate and evaluate as after "
+                             "training")
     parser.add_argument("--smoke-rows", type=int, default=None,
                         help="CPU smoke run: keep this many records of each side of the split")
     args = parser.parse_args()
+    if args.refit_mix and args.load is None:
+        parser.error("--refit-mix chooses the mix weights of a trained model: give it with --load DIR")
     _check_call_minutes(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
 
@@ -278,14 +284,22 @@ def main() -> None:
     described = split.describe()
     print(f"split {args.split}: {described['n_train']} train, {described['n_calibration']} calibration, "
           f"{described['n_test']} test records; calibration groups {described['calibration_groups']}", flush=True)
-    if args.load is not None:
+    if args.load is not None and not args.refit_mix:
         from kernelcast.surrogate import load_surrogate
 
         args.out.mkdir(parents=True, exist_ok=True)
         _write_throughput(load_surrogate(args.load), split, args, loaded=str(args.load))
         return
     params = {"random_state": args.seed, **parse_params(args.param)}
-    if args.model == "llm":
+    if args.load is not None:  # --refit-mix: choose the mix weights of a trained model again, then as below
+        from kernelcast.surrogate import load_surrogate
+
+        model = load_surrogate(args.load)
+        model.set_params(**{k: v for k, v in params.items() if k != "random_state"})
+        t0 = time.perf_counter()
+        model.refit_mix(split.train, sources=sources)
+        fit_s = time.perf_counter() - t0
+    elif args.model == "llm":
         params.update(max_minutes=args.minutes)
         if args.max_steps is not None:
             params["max_steps"] = args.max_steps
@@ -293,15 +307,16 @@ def main() -> None:
             params["checkpoint"] = str(args.checkpoint)
         if args.slice_minutes is not None:
             params["slice_minutes"] = args.slice_minutes
-    model = make_surrogate(args.model, **params)
-    t0 = time.perf_counter()
-    try:
-        model.fit(split.train, sources=sources, data_path=args.data)
-    except TrainingSliceEnded as ended:
-        print(f"training slice ended at step {ended.steps} ({ended.seconds:.0f} of {ended.max_seconds:.0f} s "
-              f"trained; state in {ended.checkpoint}); run again with the same arguments to resume", flush=True)
-        sys.exit(SLICE_ENDED_EXIT)
-    fit_s = time.perf_counter() - t0
+    if args.load is None:
+        model = make_surrogate(args.model, **params)
+        t0 = time.perf_counter()
+        try:
+            model.fit(split.train, sources=sources, data_path=args.data)
+        except TrainingSliceEnded as ended:
+            print(f"training slice ended at step {ended.steps} ({ended.seconds:.0f} of {ended.max_seconds:.0f} s "
+                  f"trained; state in {ended.checkpoint}); run again with the same arguments to resume", flush=True)
+            sys.exit(SLICE_ENDED_EXIT)
+        fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     model.calibrate(split.calibration)
     calibrate_s = time.perf_counter() - t0

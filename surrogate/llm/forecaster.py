@@ -33,7 +33,10 @@ probabilities alike, before calibration). ``w`` is chosen from :data:`MIX_WEIGHT
 pairwise accuracy on the validation groups (``valid_fraction``), which neither model was trained on: the
 GBM's forecasts of them come from one GBM fitted without them (two GBM fits in all, not ``prior_folds + 1``).
 A source the GBM's features cannot describe can so pull
-``w`` up, and a validation set where the language model adds nothing leaves ``w = 0``: the GBM.
+``w`` up, and a validation set where the language model adds nothing leaves ``w = 0``: the GBM. With
+``mix_by_family`` each kernel family that has validation rows gets its own ``w``, chosen the same way on its
+rows, and the other families the overall one. :meth:`LLMSurrogate.refit_mix` chooses the weights again for a
+trained model (its training records given back) without training the language model again.
 
 Training runs on the GPU when there is one (``device="auto"``), for ``max_minutes`` or ``max_steps``;
 the adapters and the head are saved as safetensors plus JSON and load on the CPU.
@@ -177,6 +180,9 @@ class LLMSurrogate(FrameSurrogate):
         the training step whose weights are kept (see :meth:`PromptRegressor.fit`); 0 keeps the last weights.
     eval_every : int, default=20
         Steps between validations.
+    mix_by_family : bool, default=False
+        With ``prior="mix"``: choose the language model's weight per kernel family on that family's validation
+        rows (families without any keep the overall weight; see the module docstring).
     checkpoint : str or None, default=None
         File of the training state (see "Training in slices" in the module docstring): training resumes from
         it when it exists (same records, sources and parameters, else ``fit`` raises
@@ -202,6 +208,8 @@ class LLMSurrogate(FrameSurrogate):
         Whether the last ``fit`` finished (False after a slice ended: the model is not fitted).
     prior_ : GBMSurrogate or None
         The prior GBM fitted on every training row (None with ``prior="none"``).
+    mix_weights_by_family_ : dict of str to float
+        The weights of the families that have their own (``mix_by_family``); empty otherwise.
     mix_weight_ : float or None
         The language model's weight with ``prior="mix"`` (None otherwise).
     featurizer_, level_model_, calibration_, training_data_
@@ -243,6 +251,7 @@ class LLMSurrogate(FrameSurrogate):
         head_norm: bool = True,
         valid_fraction: float = 0.1,
         eval_every: int = 20,
+        mix_by_family: bool = False,
         checkpoint: str | None = None,
         slice_minutes: float | None = None,
         random_state: int | None = 0,
@@ -276,6 +285,7 @@ class LLMSurrogate(FrameSurrogate):
         self.head_norm = head_norm
         self.valid_fraction = valid_fraction
         self.eval_every = eval_every
+        self.mix_by_family = mix_by_family
         self.checkpoint = checkpoint
         self.slice_minutes = slice_minutes
         self.random_state = random_state
@@ -425,29 +435,104 @@ class LLMSurrogate(FrameSurrogate):
             raise TrainingSliceEnded(self.training_log_)
         if self.prior == "mix":
             prior = self._fit_prior(records, valid)
-            self.mix_weight_ = self._choose_mix_weight(rows, np.flatnonzero(valid & ~failed), prior[:, 0])
+            self._choose_mix_weight(rows, np.flatnonzero(valid & ~failed), prior[:, 0],
+                                    records["family"].to_numpy().astype(str))
         if prior is not None:
             self.training_log_["prior"] = self.prior_info_
         logger.info("Trained %d steps in %.0f s (%d candidates seen)", self.training_log_["steps"],
                     self.training_log_["seconds"], self.training_log_["candidates_seen"])
         self.training_complete_ = True
 
-    def _choose_mix_weight(self, rows: Any, index: np.ndarray, gbm_mean: np.ndarray) -> float:
-        """The weight of :data:`MIX_WEIGHTS` whose mix ranks validation rows ``index`` best (ties: the lower)."""
+    def _choose_mix_weight(self, rows: Any, index: np.ndarray, gbm_mean: np.ndarray, families: np.ndarray) -> float:
+        """Choose the mix weights on validation rows ``index``; return the overall one.
+
+        Sets ``mix_weight_`` (and, with ``mix_by_family``, ``mix_weights_by_family_``) to the weights of
+        :data:`MIX_WEIGHTS` whose mix ranks the rows (of the family) best; ties go to the lower weight.
+        """
         from kernelcast.surrogate.llm.regressor import validation_accuracy
 
         if index.size > MAX_MIX_ROWS:
             index = np.sort(np.random.default_rng(self._seed() + 2).choice(index, MAX_MIX_ROWS, replace=False))
         llm = self.regressor_.predict(rows.prefixes, [rows.prefix_keys[i] for i in index],
                                       [rows.suffixes[i] for i in index], batch_size=self.inference_batch_size).mean
-        accuracy = [validation_accuracy(rows, index, w * llm + (1.0 - w) * gbm_mean[index]) for w in MIX_WEIGHTS]
-        scores = np.nan_to_num(np.asarray(accuracy, dtype=np.float64), nan=-1.0)
-        weight = float(MIX_WEIGHTS[int(np.argmax(scores))])
+
+        def best(where: np.ndarray) -> tuple[float, list[float]]:
+            accuracy = [validation_accuracy(rows, index[where], w * llm[where] + (1.0 - w) * gbm_mean[index[where]])
+                        for w in MIX_WEIGHTS]
+            scores = np.nan_to_num(np.asarray(accuracy, dtype=np.float64), nan=-1.0)
+            return float(MIX_WEIGHTS[int(np.argmax(scores))]), accuracy
+
+        weight, accuracy = best(np.ones(index.size, dtype=bool))
         self.training_log_["mix"] = {"weights": list(MIX_WEIGHTS), "valid_pairwise_accuracy": accuracy,
                                      "valid_rows": int(index.size), "weight": weight}
         logger.info("mix: language model weight %.1f (validation pairwise accuracy %.4f; GBM alone %.4f, language "
-                    "model alone %.4f)", weight, scores.max(), accuracy[0], accuracy[-1])
+                    "model alone %.4f)", weight, max(accuracy), accuracy[0], accuracy[-1])
+        self.mix_weight_ = weight
+        self.mix_weights_by_family_ = {}
+        if self.mix_by_family:
+            by_family = {}
+            for family in np.unique(families[index]):
+                family_weight, family_accuracy = best(families[index] == family)
+                if max(np.nan_to_num(family_accuracy, nan=-1.0)) < 0:  # no untied pair to rank: the overall weight
+                    continue
+                self.mix_weights_by_family_[str(family)] = family_weight
+                by_family[str(family)] = {"weight": family_weight, "valid_pairwise_accuracy": family_accuracy,
+                                          "valid_rows": int((families[index] == family).sum())}
+                logger.info("mix: %s: language model weight %.1f (validation pairwise accuracy %.4f; GBM alone "
+                            "%.4f)", family, family_weight, np.nanmax(family_accuracy), family_accuracy[0])
+            self.training_log_["mix"]["by_family"] = by_family
         return weight
+
+    def refit_mix(self, records: pl.DataFrame, *, sources: Mapping[str, str] | pl.DataFrame | None = None,
+                  ) -> LLMSurrogate:
+        """Choose the mix weights of a trained ``prior="mix"`` model again, without training it again.
+
+        For instance after setting ``mix_by_family``. ``records`` must be the training records: the same
+        validation groups are held out, a GBM fitted without them forecasts them as in :meth:`fit`, and the
+        weights are chosen on them. The language model and the GBM fitted on every row are kept; the
+        calibration is dropped (calibrate again).
+
+        Returns
+        -------
+        self
+        """
+        from kernelcast.surrogate import _artifact
+        from kernelcast.surrogate.llm.regressor import TrainingRows
+
+        self._check_fitted()
+        if getattr(self, "mix_weight_", None) is None:
+            raise InvalidParameterError(f"refit_mix needs a model trained with prior='mix'; this one has "
+                                        f"prior={self.prior!r}.")
+        identity = _artifact.training_identity(records, None)["key_sha256"]
+        if identity != self.training_data_["key_sha256"]:
+            raise InvalidParameterError(
+                f"refit_mix needs the records this {type(self).__name__} was trained on (key hash "
+                f"{self.training_data_['key_sha256'][:12]}); got records with key hash {identity[:12]}."
+            )
+        if sources is not None:
+            self.add_sources(sources)
+        valid = self._valid_rows(records)
+        if valid is None or not valid.any():
+            raise InvalidParameterError("refit_mix needs validation groups: the model was trained with "
+                                        f"valid_fraction={self.valid_fraction!r}.")
+        texts, keys, suffixes = self.prompts(records)
+        failed = (records["status"] != "ok").to_numpy()
+        time_ms = records["time_ms"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        # Uncentred log times: the weights are chosen by within-task ranking, which a task's level cannot change.
+        rows = TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes,
+                            log_time=np.where(failed, np.nan, np.log(np.where(failed, 1.0, time_ms))), failed=failed,
+                            task=task_ids(records), noise=relative_noise(records), prior=None)
+        final = self.prior_
+        self._fit_context = (records, sources)
+        try:
+            prior = self._fit_prior(records, valid)
+        finally:
+            del self._fit_context
+            self.prior_ = final  # the GBM of every row stays the one the model was trained with
+        self._choose_mix_weight(rows, np.flatnonzero(valid & ~failed), prior[:, 0],
+                                records["family"].to_numpy().astype(str))
+        self.calibration_ = None
+        return self
 
     def _valid_rows(self, records: pl.DataFrame) -> np.ndarray | None:
         """Rows held out of training to choose the kept step: whole ``prior_groups`` groups, at least one."""
@@ -558,6 +643,9 @@ class LLMSurrogate(FrameSurrogate):
         if weight is None:
             return raw
         other = gbm._predict_raw(frame)
+        by_family = getattr(self, "mix_weights_by_family_", None)
+        if by_family:
+            weight = np.array([by_family.get(f, weight) for f in frame["family"].to_list()], dtype=np.float64)
 
         def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return weight * np.asarray(a, dtype=np.float64) + (1.0 - weight) * np.asarray(b, dtype=np.float64)
@@ -575,6 +663,7 @@ class LLMSurrogate(FrameSurrogate):
             state["prior"] = {**getattr(self, "prior_info_", {"kind": "gbm"}), "dir": PRIOR_DIR}
         if getattr(self, "mix_weight_", None) is not None:
             state["mix_weight"] = self.mix_weight_
+            state["mix_weights_by_family"] = dict(getattr(self, "mix_weights_by_family_", {}))
         (path / SOURCES_FILE).write_text(json.dumps(self.sources_, indent=0, sort_keys=True))
         log = dict(getattr(self, "training_log_", None) or {})
         (path / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=0))
@@ -636,6 +725,7 @@ class LLMSurrogate(FrameSurrogate):
             self.prior_ = GBMSurrogate.load(path / state["prior"]["dir"])
             self.prior_info_ = {k: v for k, v in state["prior"].items() if k != "dir"}
         self.mix_weight_ = state.get("mix_weight")
+        self.mix_weights_by_family_ = {str(k): float(v) for k, v in state.get("mix_weights_by_family", {}).items()}
         if self.mix_weight_ is not None:
             self.prior = "mix"
         # A loaded model resumes nobody's training: how it was trained in slices stays in its training log.

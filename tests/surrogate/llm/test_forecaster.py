@@ -306,3 +306,39 @@ def test_gbm_prior_trains_in_slices(small_data, llm_extra, tmp_path):
     whole = _llm()(**params).fit(small_data["train"], sources=small_data["sources"])
     test = small_data["test"]
     np.testing.assert_allclose(model._predict_raw(test).mean, whole._predict_raw(test).mean, atol=1e-6)
+
+
+def test_refit_mix_chooses_a_weight_per_family_and_keeps_the_rest(small_data, llm_extra, tmp_path):
+    """refit_mix chooses the weights again on the same validation rows, without training; with mix_by_family a
+    family with validation rows gets its own weight, and a row of any other family gets the overall one."""
+    from kernelcast.surrogate import load_surrogate
+    from kernelcast.surrogate.llm.forecaster import MIX_WEIGHTS
+
+    train, test = small_data["train"], small_data["test"]
+    model = _llm()(**{**TINY, "prior": "mix", "prior_folds": 2, "valid_fraction": 0.5})
+    model.fit(train, sources=small_data["sources"]).calibrate(small_data["calib"])
+    adapter = {k: v.clone() for k, v in model.regressor_.model.state_dict().items() if "lora" in k}
+    weight, gbm = model.mix_weight_, model.prior_
+    model.set_params(mix_by_family=True).refit_mix(train)
+    assert model.calibration_ is None  # forecasts changed: calibrate again
+    assert model.prior_ is gbm and model.mix_weight_ == weight  # same rows, same overall choice
+    by_family = model.training_log_["mix"]["by_family"]
+    assert set(model.mix_weights_by_family_) == set(by_family) == {"softmax"}  # the only family here
+    accuracy = by_family["softmax"]["valid_pairwise_accuracy"]
+    assert accuracy[MIX_WEIGHTS.index(model.mix_weights_by_family_["softmax"])] == max(accuracy)
+    for k, v in model.regressor_.model.state_dict().items():
+        if k in adapter:
+            assert (v == adapter[k]).all()  # the language model was not trained again
+
+    model.mix_weight_, model.mix_weights_by_family_ = 0.0, {"softmax": 1.0}
+    llm_alone = model._predict_raw(test).mean
+    model.mix_weights_by_family_ = {"matmul": 1.0}  # not this family: the overall weight 0 applies
+    np.testing.assert_allclose(model._predict_raw(test).mean, gbm._predict_raw(test).mean)
+    assert not np.allclose(llm_alone, gbm._predict_raw(test).mean, atol=1e-3)
+    model.mix_weights_by_family_ = {"softmax": 0.4}
+    loaded = load_surrogate(model.save(tmp_path / "by_family"))
+    assert loaded.mix_weights_by_family_ == {"softmax": 0.4}
+    np.testing.assert_allclose(loaded._predict_raw(test).mean, 0.4 * llm_alone + 0.6 * gbm._predict_raw(test).mean,
+                               atol=2e-3)
+    with pytest.raises(InvalidParameterError, match="records this LLMSurrogate was trained on"):
+        model.refit_mix(train.head(10))
