@@ -64,8 +64,9 @@ def test_shipped_variants_model_loads_on_the_cpu_and_forecasts(candidates, llm_e
 
 def test_shipped_variants_model_mixes_the_language_model_with_its_gbm(candidates, llm_extra):
     """The shipped model (``prior="mix"``) forecasts with the language model alone and with its GBM
-    (``prior/``), and mixes the two with the weight its validation groups chose (the one the committed
-    evaluation reports); it kept the weights of its validation-best step."""
+    (``prior/``), and mixes the two with the weights its validation groups chose, one per family that has
+    validation rows (the ones the committed evaluation reports); it kept the weights of its validation-best
+    step."""
     from kernelcast.surrogate.llm.forecaster import LLMSurrogate
 
     model = LLMSurrogate.load(MODEL_DIR, device="cpu")
@@ -76,8 +77,13 @@ def test_shipped_variants_model_mixes_the_language_model_with_its_gbm(candidates
     assert model.mix_weight_ == log["mix"]["weight"] == result["training"]["mix"]["weight"]
     assert 0.0 < model.mix_weight_ < 1.0
     ours, gbm = model._predict_raw(candidates), model.prior_._predict_raw(candidates)
-    weight = model.mix_weight_
-    model.mix_weight_ = 1.0
+    # a weight per family with validation rows (softmax among them), the overall weight for the others
+    by_family = {f: v["weight"] for f, v in log["mix"]["by_family"].items()}
+    assert model.mix_weights_by_family_ == by_family
+    assert by_family == {f: v["weight"] for f, v in result["training"]["mix"]["by_family"].items()}
+    assert "softmax" in by_family and "layernorm" not in by_family  # no validation group of layernorm
+    weight = model.mix_weights_by_family_.get("softmax", model.mix_weight_)
+    model.mix_weight_, model.mix_weights_by_family_ = 1.0, {}
     alone = model._predict_raw(candidates)
     np.testing.assert_allclose(ours.mean, weight * alone.mean + (1.0 - weight) * gbm.mean, atol=1e-9)
     assert np.all(np.isfinite(ours.mean))
