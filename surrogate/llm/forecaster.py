@@ -488,9 +488,9 @@ class LLMSurrogate(FrameSurrogate):
         """Choose the mix weights of a trained ``prior="mix"`` model again, without training it again.
 
         For instance after setting ``mix_by_family``. ``records`` must be the training records: the same
-        validation groups are held out, a GBM fitted without them forecasts them as in :meth:`fit`, and the
-        weights are chosen on them. The language model and the GBM fitted on every row are kept; the
-        calibration is dropped (calibrate again).
+        validation groups are held out, a GBM fitted without them (with the model's source library, plus
+        ``sources``) forecasts them as in :meth:`fit`, and the weights are chosen on them. The language model
+        and the GBM fitted on every row are kept; the calibration is dropped (calibrate again).
 
         Returns
         -------
@@ -511,6 +511,7 @@ class LLMSurrogate(FrameSurrogate):
             )
         if sources is not None:
             self.add_sources(sources)
+        sources = dict(self.sources_)  # the GBM without the validation rows reads them, as in fit
         valid = self._valid_rows(records)
         if valid is None or not valid.any():
             raise InvalidParameterError("refit_mix needs validation groups: the model was trained with "
