@@ -4,7 +4,7 @@ lleaves compiles a LightGBM text model into native code that returns the same pr
 rounding, ~1e-15 here) several times faster than ``Booster.predict``: for the four boosters of a
 :class:`~kernelcast.surrogate.gbm.GBMSurrogate` with 300 mean rounds, 0.84 s instead of 5.0 s on one core
 for 200,000 candidates; with the 600 of the current default, 1.07M instead of 0.13M candidates/s on 16 host
-cores of an H100 machine (``benchmarks/results/surrogate_throughput.md``).
+cores of an H100 machine (the "models" rates of ``benchmarks/results/surrogate_throughput_h100_host.json``).
 Compiling takes ~30 s per model, so the object code is cached by the SHA-256 of the model text under
 ``$KERNELCAST_CACHE/lleaves`` (default ``~/.cache/kernelcast/lleaves``), never in the model directory.
 

@@ -403,19 +403,18 @@ class LLMSurrogate(FrameSurrogate):
     # -- fitting --------------------------------------------------------------------------------------
     def _fit_frame(self, records: pl.DataFrame, log_time: np.ndarray, failed: np.ndarray) -> None:
         from kernelcast.surrogate.llm.base import load_base_model
-        from kernelcast.surrogate.llm.regressor import PromptRegressor, TrainingRows
+        from kernelcast.surrogate.llm.regressor import PromptRegressor
 
         self.training_complete_ = False  # until the last step below: a fit that stops early leaves no model
         self.prior_ = None
         self.mix_weight_ = None
-        texts, keys, suffixes = self.prompts(records)
         valid = self._valid_rows(records)
         reads_prior = self.prior == "gbm"
         # The language model reads the "gbm" prior, so it is fitted first (in every slice, the same each time);
         # "mix" GBMs are only mixed in afterwards, so they are fitted once training has finished.
-        prior = self._fit_prior(records, valid) if reads_prior else None
-        rows = TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes, log_time=log_time, failed=failed,
-                            task=task_ids(records), noise=relative_noise(records), prior=prior)
+        _, sources = self._fit_context
+        prior = self._fit_prior(records, valid, sources) if reads_prior else None
+        rows = self._training_rows(records, log_time, failed, prior)
         base = load_base_model("cpu")
         self.regressor_ = PromptRegressor(
             base, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
@@ -434,7 +433,7 @@ class LLMSurrogate(FrameSurrogate):
         if not self.training_log_["complete"]:
             raise TrainingSliceEnded(self.training_log_)
         if self.prior == "mix":
-            prior = self._fit_prior(records, valid)
+            prior = self._fit_prior(records, valid, sources)
             self._choose_mix_weight(rows, np.flatnonzero(valid & ~failed), prior[:, 0],
                                     records["family"].to_numpy().astype(str))
         if prior is not None:
@@ -442,6 +441,15 @@ class LLMSurrogate(FrameSurrogate):
         logger.info("Trained %d steps in %.0f s (%d candidates seen)", self.training_log_["steps"],
                     self.training_log_["seconds"], self.training_log_["candidates_seen"])
         self.training_complete_ = True
+
+    def _training_rows(self, records: pl.DataFrame, log_time: np.ndarray, failed: np.ndarray,
+                       prior: np.ndarray | None = None) -> Any:
+        """The :class:`~kernelcast.surrogate.llm.regressor.TrainingRows` of ``records`` (prompts, targets, tasks)."""
+        from kernelcast.surrogate.llm.regressor import TrainingRows
+
+        texts, keys, suffixes = self.prompts(records)
+        return TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes, log_time=log_time, failed=failed,
+                            task=task_ids(records), noise=relative_noise(records), prior=prior)
 
     def _choose_mix_weight(self, rows: Any, index: np.ndarray, gbm_mean: np.ndarray, families: np.ndarray) -> float:
         """Choose the mix weights on validation rows ``index``; return the overall one.
@@ -497,7 +505,7 @@ class LLMSurrogate(FrameSurrogate):
         self
         """
         from kernelcast.surrogate import _artifact
-        from kernelcast.surrogate.llm.regressor import TrainingRows
+        from kernelcast.surrogate.tasks import log_time, ok_mask
 
         self._check_fitted()
         if getattr(self, "mix_weight_", None) is None:
@@ -516,20 +524,10 @@ class LLMSurrogate(FrameSurrogate):
         if valid is None or not valid.any():
             raise InvalidParameterError("refit_mix needs validation groups: the model was trained with "
                                         f"valid_fraction={self.valid_fraction!r}.")
-        texts, keys, suffixes = self.prompts(records)
-        failed = (records["status"] != "ok").to_numpy()
-        time_ms = records["time_ms"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        failed = ~ok_mask(records)
         # Uncentred log times: the weights are chosen by within-task ranking, which a task's level cannot change.
-        rows = TrainingRows(prefixes=texts, prefix_keys=keys, suffixes=suffixes,
-                            log_time=np.where(failed, np.nan, np.log(np.where(failed, 1.0, time_ms))), failed=failed,
-                            task=task_ids(records), noise=relative_noise(records), prior=None)
-        final = self.prior_
-        self._fit_context = (records, sources)
-        try:
-            prior = self._fit_prior(records, valid)
-        finally:
-            del self._fit_context
-            self.prior_ = final  # the GBM of every row stays the one the model was trained with
+        rows = self._training_rows(records, log_time(records), failed)
+        prior = self._fit_prior(records, valid, sources, refit_final=False)  # the GBM of every row stays
         self._choose_mix_weight(rows, np.flatnonzero(valid & ~failed), prior[:, 0],
                                 records["family"].to_numpy().astype(str))
         self.calibration_ = None
@@ -583,18 +581,19 @@ class LLMSurrogate(FrameSurrogate):
         p = np.clip(np.asarray(raw.p_fail, dtype=np.float64), 1e-5, 1.0 - 1e-5)
         return np.stack([mean, width, np.log(p) - np.log1p(-p)], axis=1)
 
-    def _fit_prior(self, records: pl.DataFrame, valid: np.ndarray | None = None) -> np.ndarray:
-        """GBM forecasts of the training rows that no GBM saw (see the module docstring); fits :attr:`prior_`.
+    def _fit_prior(self, records: pl.DataFrame, valid: np.ndarray | None, sources: Any, *,
+                   refit_final: bool = True) -> np.ndarray:
+        """GBM forecasts of the training rows that no GBM saw (see the module docstring).
 
         ``prior="gbm"``: out of fold for every row (``prior_folds`` folds of whole ``prior_groups`` groups).
         ``prior="mix"``: only the ``valid`` rows are needed (to choose the weight), so one GBM fitted without
-        them forecasts them; the other rows are NaN.
+        them forecasts them; the other rows are NaN. With ``refit_final`` the GBM of every row is fitted too, as
+        :attr:`prior_`; without, the current :attr:`prior_` stays.
         """
         import time
 
         from kernelcast.surrogate.evaluation.splits import group_labels
 
-        _, sources = self._fit_context
         started = time.perf_counter()
         groups, group_of_row = np.unique(group_labels(records, self.prior_groups), return_inverse=True)
         rng = np.random.default_rng(self._seed())
@@ -617,14 +616,16 @@ class LLMSurrogate(FrameSurrogate):
                 continue
             gbm = self._new_prior().fit(records.filter(pl.Series(train)), sources=sources)
             prior[test] = self._prior_columns(gbm, records.filter(pl.Series(test)))
-        self.prior_ = self._new_prior().fit(records, sources=sources)
+        if refit_final:
+            self.prior_ = self._new_prior().fit(records, sources=sources)
         missing = np.isnan(prior[:, 0]) & (fold >= 0)
         if missing.any():  # a fold whose complement had no runtimes: the final GBM fills it in
             prior[missing] = self._prior_columns(self.prior_, records.filter(pl.Series(missing)))
-        self.prior_info_ = {"kind": "gbm", "folds": int(folds), "fold_groups": by, "groups": int(groups.size),
-                            "seconds": round(time.perf_counter() - started, 2)}
-        logger.info("GBM prior: %d folds over %d %s groups in %.0f s", folds, groups.size, by,
-                    self.prior_info_["seconds"])
+        seconds = round(time.perf_counter() - started, 2)
+        if refit_final:
+            self.prior_info_ = {"kind": "gbm", "folds": int(folds), "fold_groups": by, "groups": int(groups.size),
+                                "seconds": seconds}
+        logger.info("GBM prior: %d folds over %d %s groups in %.0f s", folds, groups.size, by, seconds)
         return prior
 
     # -- forecasting ----------------------------------------------------------------------------------
@@ -646,7 +647,7 @@ class LLMSurrogate(FrameSurrogate):
         other = gbm._predict_raw(frame)
         by_family = getattr(self, "mix_weights_by_family_", None)
         if by_family:
-            weight = np.array([by_family.get(f, weight) for f in frame["family"].to_list()], dtype=np.float64)
+            weight = frame["family"].replace_strict(by_family, default=weight, return_dtype=pl.Float64).to_numpy()
 
         def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return weight * np.asarray(a, dtype=np.float64) + (1.0 - weight) * np.asarray(b, dtype=np.float64)

@@ -670,20 +670,22 @@ class PromptRegressor:
     def _write_checkpoint(self, path: Path, state: dict[str, Any], optimizer: Any, rng: np.random.Generator) -> None:
         """Write the training ``state`` plus weights, optimizer and random states to ``path`` atomically."""
         torch = _torch()
-        from peft import get_peft_model_state_dict
 
+        def on_cpu(weights: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: v.detach().cpu() for k, v in weights.items()}
+
+        adapter, head = self._snapshot()
         state = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state,
-            "adapter": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.model).items()},
-            "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
+            "adapter": on_cpu(adapter), "head": on_cpu(head),
             "optimizer": optimizer.state_dict(),
             "numpy_rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.startswith("cuda") else None,
         }
         if state["best"] is not None:
-            state["best"] = {**state["best"], "adapter": {k: v.cpu() for k, v in state["best"]["adapter"].items()},
-                             "head": {k: v.cpu() for k, v in state["best"]["head"].items()}}
+            state["best"] = {**state["best"], "adapter": on_cpu(state["best"]["adapter"]),
+                             "head": on_cpu(state["best"]["head"])}
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
@@ -746,13 +748,7 @@ class PromptRegressor:
     def _resume(self, state: Mapping[str, Any], optimizer: Any, rng: np.random.Generator) -> None:
         """Load the weights, optimizer state and random states of a checked training checkpoint."""
         torch = _torch()
-        from peft import set_peft_model_state_dict
-
-        result = set_peft_model_state_dict(self.model, state["adapter"])  # copies into the parameters in place
-        unexpected = getattr(result, "unexpected_keys", None)
-        if unexpected:
-            raise InvalidParameterError(f"The training checkpoint has unexpected adapter weights: {unexpected[:5]}")
-        self.head.load_state_dict(state["head"])
+        self._restore((state["adapter"], state["head"]))
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])  # LoRA dropout draws from it
@@ -769,9 +765,13 @@ class PromptRegressor:
         return adapter, head
 
     def _restore(self, snapshot: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        """Copy adapter and head weights (:meth:`_snapshot`, or a training checkpoint's) into the model."""
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(self.model, snapshot[0])
+        result = set_peft_model_state_dict(self.model, snapshot[0])  # copies into the parameters in place
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise InvalidParameterError(f"Unexpected adapter weights: {unexpected[:5]}")
         self.head.load_state_dict(snapshot[1])
         self._inference = None
 
