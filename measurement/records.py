@@ -269,6 +269,9 @@ ROW_COLUMNS: tuple[str, ...] = (
 )
 """Column order of the stored row layout."""
 
+COMPILED_COLUMNS: tuple[str, ...] = ("n_regs", "n_spills", "shared_bytes", "num_warps", "num_stages")
+"""The row columns of compiler metadata (:class:`CompiledInfo`), known once a candidate is compiled."""
+
 
 def record_to_row(record: Record) -> dict[str, Any]:
     """Flatten ``record`` into a dict of plain values, one per :data:`ROW_COLUMNS` entry."""

@@ -268,6 +268,18 @@ def _expected_speed(forecast: Forecast, optimism: np.ndarray | float = 0.0) -> n
     return np.nan_to_num(speed, nan=-1.0)
 
 
+def uses_compiled_metadata(surrogate: Surrogate) -> bool:
+    """Whether ``surrogate``, or the prior it wraps (``prior``), forecasts from compiler metadata.
+
+    Such a surrogate screens candidates after they are compiled (``Oracle.compiled_metadata``).
+    """
+    while surrogate is not None:
+        if getattr(surrogate, "use_compiled_metadata", False) is True:
+            return True
+        surrogate = getattr(surrogate, "prior", None)
+    return False
+
+
 def surrogate_for_search(surrogate: Surrogate) -> Surrogate:
     """Prepare a surrogate loaded from disk for a search, in which it learns by :meth:`Surrogate.update`.
 

@@ -10,7 +10,9 @@ One step of a screened search (``surrogate`` and ``greedy`` strategies)::
        the run's records, free (told the same outcome, action "cache");
     2. screen the fresh proposals together with the ones still pending from earlier steps:
        forecast + MEASURE / SKIP / DEFER against the incumbent (the best runtime measured so far, and its
-       configuration, which the surrogate's relative rule compares with each candidate);
+       configuration, which the surrogate's relative rule compares with each candidate). A surrogate trained
+       with compiler metadata gets it first, without measuring (``Oracle.compiled_metadata``: the live GPU
+       oracle compiles the candidates on the CPU, a replay reads what the GPU's compiler stored);
     3. SKIP: told PRUNED, with forecast and decision in user attributes -- never a value;
     4. MEASURE, then DEFER, best ranked first (the strategy's ranking: expected speed, or expected
        improvement over the incumbent): measured while the budget allows (4 per step at most), each record
@@ -92,7 +94,7 @@ from kernelcast.datasets.store import Store, records_frame
 from kernelcast.exceptions import InvalidParameterError, KernelcastError
 from kernelcast.measurement.records import Record, Status
 from kernelcast.measurement.space import ConfigSpace
-from kernelcast.search._base import Screener, Screening
+from kernelcast.search._base import Screener, Screening, uses_compiled_metadata
 from kernelcast.search.adapt import TaskAdapter, adaptable
 from kernelcast.search.oracles._base import Config, Oracle, Task, config_key, default_budget
 from kernelcast.search.strategies import Strategy, get_strategy, make_sampler
@@ -373,6 +375,7 @@ class Search:
                      optimism=self.strategy.optimism, ranking=self.strategy.ranking)
             if self.strategy.needs_surrogate and surrogate is not None else None
         )
+        self._compiled = self.screener is not None and uses_compiled_metadata(self.screener.surrogate)
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if storage is None and self.run_dir is not None:
@@ -631,9 +634,15 @@ class Search:
         if not pool:
             return False
         incumbent = self._incumbent_ms()
-        frame = self.oracle.candidate_frame(self.task, [p.config for p in pool])
+        configs = [p.config for p in pool]
         best = min((m for m in self._measurements if m.time_ms is not None), key=lambda m: m.time_ms, default=None)
-        incumbent_frame = self.oracle.candidate_frame(self.task, [best.config]) if best is not None else None
+        if best is not None:
+            configs.append(best.config)
+        frame = self.oracle.candidate_frame(self.task, configs)
+        if self._compiled:  # one call compiles the batch and the incumbent together
+            frame = self.oracle.compiled_metadata(self.task, frame)
+        incumbent_frame = frame.tail(1) if best is not None else None
+        frame = frame.head(len(pool))
         screening = self.screener.screen(frame, incumbent, incumbent_frame)
         order = screening.priority()
         n_measure = min(strategy.measures_per_step, self._left())

@@ -55,6 +55,7 @@ import numpy as np
 import polars as pl
 
 from kernelcast.exceptions import NotFittedError, SchemaVersionError
+from kernelcast.measurement.records import COMPILED_COLUMNS
 from kernelcast.surrogate.devices import DeviceSpec, device_spec
 from kernelcast.surrogate.geometry import GEOMETRY_FEATURES, geometry_features, geometry_of
 from kernelcast.surrogate.tasks import require_candidates
@@ -73,8 +74,6 @@ DTYPE_BYTES: dict[str, float] = {
 }
 """Bytes per element of the dtypes kernelcast and the importers write."""
 
-COMPILED_COLUMNS: tuple[str, ...] = ("n_regs", "n_spills", "shared_bytes", "num_warps", "num_stages")
-"""Compiler-metadata columns of the record layout."""
 
 DEVICE_FEATURES: tuple[str, ...] = (
     "sm_count", "mem_bandwidth_gbs", "fp32_tflops", "fp16_tensor_tflops", "l2_mb", "compute_capability",

@@ -9,6 +9,7 @@ them apart. A search calls an oracle in this order::
     oracle.space_size(task)                # how many configurations of the space can run at all
     oracle.check(task, config)             # why a config cannot run, known before any measurement, or None
     oracle.candidate_frame(task, configs)  # the surrogate's view of configs (CANDIDATE_COLUMNS)
+    oracle.compiled_metadata(task, frame)  # plus compiler metadata, for surrogates that use it (no budget)
     for record in oracle.iter_measure(task, configs):   # spends budget; one record per config
         oracle.cost_seconds(record)        # GPU seconds that record cost: compile + timing
 
@@ -230,6 +231,17 @@ class Oracle(abc.ABC):
     @abc.abstractmethod
     def candidate_frame(self, task: Task, configs: Sequence[Mapping[str, Scalar]]) -> pl.DataFrame:
         """The configs as a candidate frame (:data:`~kernelcast.surrogate._base.CANDIDATE_COLUMNS`), in order."""
+
+    def compiled_metadata(self, task: Task, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` (from :meth:`candidate_frame`) plus the compiler metadata of its configs, without measuring.
+
+        For surrogates trained with compiler metadata (``use_compiled_metadata=True``); spends no budget. This
+        oracle cannot: the base class raises.
+        """
+        raise InvalidParameterError(
+            f"The oracle {self.describe()!r} cannot give compiler metadata before measuring; screen with a surrogate "
+            "trained without compiler metadata (use_compiled_metadata=False)."
+        )
 
     # -- measuring ------------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -44,6 +44,8 @@ class GpuOracle(Oracle):
         A record store (:class:`~kernelcast.datasets.Store`) that keeps every record this oracle measures,
         failures included: each batch is appended as soon as it is measured, so nothing measured is lost
         when a search stops early.
+    compile_jobs : int
+        CPU processes that compile candidates for :meth:`compiled_metadata`.
     """
 
     name = "gpu"
@@ -57,6 +59,7 @@ class GpuOracle(Oracle):
         variants: Sequence[str] | None = None,
         benchmarker: Any = None,
         store: Any = None,
+        compile_jobs: int = 4,
     ) -> None:
         super().__init__()
         from kernelcast.datasets import Store
@@ -71,14 +74,21 @@ class GpuOracle(Oracle):
         self._variants = tuple(variants) if variants else None
         self._problems: dict[Task, Problem] = {}
         self._charged: dict[tuple[str, ...], float] = {}
+        self._compiler: Any = None
+        self.compile_jobs = compile_jobs
+        self.offline_compile_seconds = 0.0
+        """CPU seconds spent compiling candidates for :meth:`compiled_metadata` (not charged to the budget)."""
 
     def describe(self) -> str:
         """``gpu (<device>)``."""
         return f"gpu ({self._bench.device_name})"
 
     def close(self) -> None:
-        """Stop the benchmarker's workers."""
+        """Stop the benchmarker's workers (and the offline compiler's)."""
         self._bench.close()
+        if self._compiler is not None:
+            self._compiler.close()
+            self._compiler = None
 
     # -- tasks ------------------------------------------------------------------------------------------
     def tasks(self) -> list[Task]:
@@ -142,6 +152,22 @@ class GpuOracle(Oracle):
                  "config_json": canonical_json(dict(c)), "problem_json": task.problem_json, "dtype": task.dtype,
                  "device": task.device} for c in configs]
         return pl.DataFrame(rows, schema={c: pl.String() for c in CANDIDATE_COLUMNS}, orient="row")
+
+    def compiled_metadata(self, task: Task, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` plus compiler metadata from compiling its configs on the CPU for this device.
+
+        :class:`~kernelcast.measurement.offline.OfflineCompiler` (``compile_jobs`` processes, started on first
+        use) compiles for the device's compute capability without touching the GPU; a config that does not
+        compile keeps missing metadata. Seconds spent: :attr:`offline_compile_seconds`.
+        """
+        if self._compiler is None:
+            from kernelcast.measurement.offline import OfflineCompiler
+
+            self._compiler = OfflineCompiler(self._limits().compute_capability, n_jobs=self.compile_jobs)
+        before = self._compiler.compile_seconds
+        out = self._compiler.annotate(frame)
+        self.offline_compile_seconds += self._compiler.compile_seconds - before
+        return out
 
     # -- measuring --------------------------------------------------------------------------------------
     def _measure(self, task: Task, configs: Sequence[Config]) -> Iterator[Record]:

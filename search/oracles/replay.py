@@ -51,7 +51,7 @@ import polars as pl
 from kernelcast.datasets.store import Store, open_store
 from kernelcast.datasets.tasks import TASK_COLUMNS, task_spaces
 from kernelcast.exceptions import InvalidParameterError, invalid_choice
-from kernelcast.measurement.records import Record, Scalar, Status
+from kernelcast.measurement.records import COMPILED_COLUMNS, Record, Scalar, Status
 from kernelcast.measurement.space import ConfigSpace, Param
 from kernelcast.search.oracles._base import Config, Oracle, Spend, Task, config_key
 from kernelcast.surrogate._base import CANDIDATE_COLUMNS
@@ -218,6 +218,22 @@ class ReplayOracle(Oracle):
                 "dtype": task.dtype, "device": task.device,
             })
         return pl.DataFrame(rows, schema={c: pl.String() for c in CANDIDATE_COLUMNS}, orient="row")
+
+    def compiled_metadata(self, task: Task, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` plus the compiler metadata stored with its configs (missing where none was stored).
+
+        The stored figures are what the GPU worker's compiler reported, which compiling on the CPU reproduces
+        (:mod:`kernelcast.measurement.offline`; agreement in ``benchmarks/results/offline_compile_agreement.json``),
+        so a replayed search sees what a live one would compute before measuring.
+        """
+        table = self._table(task)
+        values: dict[str, list[Any]] = {c: [] for c in COMPILED_COLUMNS}
+        for key in frame["config_json"].to_list():
+            stored = table.by_config.get(config_key(json.loads(key)))
+            for column in COMPILED_COLUMNS:
+                value = stored.row.get(column) if stored is not None else None
+                values[column].append(None if value is None else int(value))
+        return frame.with_columns(pl.Series(c, v, dtype=pl.Int64()) for c, v in values.items())
 
     # -- replaying ------------------------------------------------------------------------------------------
     def _measure(self, task: Task, configs: Sequence[Config]) -> Iterator[Record]:

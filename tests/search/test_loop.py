@@ -269,3 +269,35 @@ def test_a_prior_that_decides_on_forecasts_learns_the_task_through_the_adapter(t
     unlearned = run_search(task, oracle.fork(0), strategy=dataclasses.replace(strategy, learn=False), budget=24,
                            surrogate=make_prior(), seed=0)
     assert unlearned.best.time_ms > result.best.time_ms
+
+
+def test_a_surrogate_trained_with_compiler_metadata_screens_compiled_candidates(toy_frame, make_knn):
+    import json
+
+    import polars as pl
+
+    from kernelcast.search._base import uses_compiled_metadata
+
+    class CompiledKnn(type(make_knn())):  # the test surrogate, declaring that it forecasts from metadata
+        def __init__(self, *, k: int = 3, z: float = 1.0, use_compiled_metadata: bool = True) -> None:
+            super().__init__(k=k, z=z)
+            self.use_compiled_metadata = use_compiled_metadata
+            self.frames: list[pl.DataFrame] = []
+
+        def forecast(self, candidates):
+            self.frames.append(candidates)
+            return super().forecast(candidates)
+
+    blocks = toy_frame["config_json"].map_elements(lambda c: json.loads(c)["BLOCK"], return_dtype=pl.Int64)
+    oracle = ReplayOracle(toy_frame.with_columns((32 + blocks // 8).alias("n_regs")), seed=0)
+    surrogate = CompiledKnn().fit(toy_frame.head(0))
+    assert uses_compiled_metadata(surrogate) and not uses_compiled_metadata(CompiledKnn(use_compiled_metadata=False))
+    wrapped = type("Wrapper", (), {"prior": surrogate})()  # as TaskAdapter holds its prior
+    assert uses_compiled_metadata(wrapped)
+    run_search(_task(oracle), oracle, strategy="surrogate", budget=10, surrogate=surrogate, seed=0)
+    assert len(surrogate.frames) >= 2
+    for frame in surrogate.frames:  # every screened batch (and incumbent) came with the stored metadata
+        assert frame["n_regs"].to_list() == [32 + json.loads(c)["BLOCK"] // 8 for c in frame["config_json"]]
+    plain = CompiledKnn(use_compiled_metadata=False).fit(toy_frame.head(0))
+    run_search(_task(oracle), oracle, strategy="surrogate", budget=10, surrogate=plain, seed=0)
+    assert all("n_regs" not in frame.columns for frame in plain.frames)

@@ -43,3 +43,53 @@ def test_gpu_oracle_keeps_every_measurement_in_its_store(tmp_path):
     assert sorted(frame["config_json"].to_list()) == sorted(r.key[1] for r in records)
     assert set(frame["status"].to_list()) <= {s.value for s in Status}
     assert frame["source_hash"].n_unique() == 1
+
+
+def _have_nvidia_tools() -> bool:
+    from pathlib import Path
+
+    try:
+        from triton import knobs
+
+        return Path(knobs.nvidia.cuobjdump.path).is_file() and Path(knobs.nvidia.ptxas.path).is_file()
+    except Exception:  # noqa: BLE001 - a Triton without its NVIDIA backend
+        return False
+
+
+@pytest.mark.skipif(not _have_nvidia_tools(), reason="Triton's wheel has no ptxas/cuobjdump here")
+def test_gpu_oracle_compiles_candidates_for_their_metadata_without_measuring():
+    """On the CPU: the oracle's device limits name the compute capability, the candidates are compiled for it,
+    and nothing is measured or charged."""
+    from kernelcast.measurement import Benchmarker
+    from kernelcast.measurement.records import COMPILED_COLUMNS
+
+    bench = Benchmarker(mode="interpret", origin="kernelcast.search")
+    with GpuOracle(["matmul"], shapes=["256x256x256"], dtypes=["float16"], variants=["blocked"], benchmarker=bench,
+                   compile_jobs=1) as oracle:
+        (task,) = oracle.tasks()
+        configs = [c for c in oracle.space(task) if oracle.check(task, c) is None][:2]
+        frame = oracle.compiled_metadata(task, oracle.candidate_frame(task, configs))
+        assert oracle.spent.measurements == 0
+        assert oracle.offline_compile_seconds > 0
+    assert frame["num_warps"].to_list() == [c["num_warps"] for c in configs]
+    assert frame["num_stages"].to_list() == [c["num_stages"] for c in configs]
+    assert all(16 <= r <= 255 for r in frame["n_regs"].to_list())
+    assert all(s > 0 for s in frame["shared_bytes"].to_list())
+    assert set(COMPILED_COLUMNS) <= set(frame.columns)
+
+
+@pytest.mark.gpu
+def test_metadata_compiled_on_the_cpu_is_what_the_gpu_reports():
+    with GpuOracle(["matmul"], shapes=["1000x3000x700"], dtypes=["float16"], variants=["blocked", "persistent"],
+                   compile_jobs=2) as oracle:
+        for task in oracle.tasks():
+            configs = [c for c in oracle.space(task) if oracle.check(task, c) is None][::37][:6]
+            frame = oracle.compiled_metadata(task, oracle.candidate_frame(task, configs))
+            records = {r.key[1]: r for r in oracle.measure(task, configs)}
+            for row in frame.iter_rows(named=True):
+                record = records[row["config_json"]]
+                if record.status is not Status.OK or record.compiled is None:
+                    continue
+                measured = record.compiled
+                assert (row["n_regs"], row["n_spills"], row["shared_bytes"]) == (
+                    measured.n_regs, measured.n_spills, measured.shared_bytes), row["config_json"]

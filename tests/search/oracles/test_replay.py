@@ -206,3 +206,32 @@ def test_kernelcast_sweeps_are_complete_when_every_config_of_the_variant_is_stor
     assert task.problem == full
     assert oracle.space_size(task) == len(space) == 48
     assert len(ReplayOracle(frame, include_incomplete=True).tasks()) == 2
+
+
+def _with_registers(toy_frame):
+    """The toy space with made-up compiler metadata: registers grow with the block size."""
+    import polars as pl
+
+    blocks = toy_frame["config_json"].map_elements(lambda c: __import__("json").loads(c)["BLOCK"],
+                                                   return_dtype=pl.Int64)
+    return toy_frame.with_columns((32 + blocks // 8).alias("n_regs"), pl.lit(0, pl.Int64).alias("n_spills"))
+
+
+def test_compiled_metadata_is_what_was_stored_with_each_config(toy_frame):
+    import json
+
+    from kernelcast.search.oracles._base import Oracle
+
+    oracle = ReplayOracle(_with_registers(toy_frame), seed=0)
+    task = _task(oracle)
+    configs = [{"BLOCK": 256, "UNROLL": 2, "VEC": 4, "WARPS": 4}, {"BLOCK": 16, "UNROLL": 1, "VEC": 1, "WARPS": 8}]
+    frame = oracle.candidate_frame(task, configs)
+    out = oracle.compiled_metadata(task, frame)
+    assert out.select(frame.columns).equals(frame)
+    assert [json.loads(c)["BLOCK"] for c in out["config_json"]] == [256, 16]
+    # stored: 32 + 256 // 8; not stored (BLOCK=16 with WARPS=8 is excluded by a restriction): missing
+    assert out["n_regs"].to_list() == [64, None]
+    assert out["n_spills"].to_list() == [0, None]
+    assert out["shared_bytes"].to_list() == [None, None]  # stored without it
+    with pytest.raises(InvalidParameterError, match="cannot give compiler metadata"):
+        Oracle.compiled_metadata(oracle, task, frame)  # what an oracle without the method says
