@@ -92,7 +92,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "pairwise_accuracy", "kendall_tau", "spearman", "top1_score", "top5_score", "mape", "interval_coverage",
     "interval_width", "ece", "ece_uncalibrated", "brier", "log_loss", "aurc", "selective_accuracy_50",
     "selective_accuracy_60", "selective_accuracy_70", "selective_accuracy_90", "bin8_accuracy", "bin8_off_by_one",
-    "bin8_accuracy_absolute", "skip_error", "skip_error_task_mean", "skip_rate", "skip_error_absolute", "skip_rate_absolute",
+    "bin8_accuracy_absolute", "skip_error", "skip_error_ci_low", "skip_error_ci_high", "skip_error_task_mean", "skip_rate", "skip_error_absolute", "skip_rate_absolute",
     "skip_error_target", "n_test_ok", "n_tasks",
 )
 
@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--models-dir", default="/tmp/kernelcast_models")
     parser.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--summary", default=str(RESULTS / "surrogate_evaluation_summary.json"))
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the models already in --models-dir again (train only those missing)")
     args = parser.parse_args()
 
     summary_file = Path(args.summary)
@@ -186,13 +188,16 @@ def main() -> None:
                         "--split", str(spec["split"]), *holdout_args, "--json", str(out.relative_to(ROOT)), *mlflow]
             if model == "gbm":
                 eval_cmd += ["--plots", str((RESULTS / "plots" / f"surrogate_{name}_{model}").relative_to(ROOT))]
-            train_s = run(train_cmd)
+            before = summary["runs"].get(f"{name}/{model}", {})
+            reuse = args.evaluate_only and (model_dir / "model.json").exists() and "train_seconds" in before
+            train_s = before["train_seconds"] if reuse else run(train_cmd)
             eval_s = run(eval_cmd)
             result = json.loads(out.read_text())
             summary["runs"][f"{name}/{model}"] = {
                 "commands": [shlex.join(["kernelcast", *train_cmd[1:]]), shlex.join(["kernelcast", *eval_cmd[1:]])],
                 "data": f"{spec['data']} at commit {commit}",
                 "train_seconds": round(train_s, 1),
+                **({"model_reused": True} if reuse else {}),
                 "evaluate_seconds": round(eval_s, 1),
                 "split": {k: result["split"][k] for k in ("kind", "holdouts", "calibration_mode", "n_train",
                                                            "n_test", "test_groups")},

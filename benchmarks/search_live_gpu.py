@@ -17,6 +17,12 @@ What it does, in order:
 5. times each pick (every strategy's best measured configuration and the autotuner's choice) with
    ``triton.testing.do_bench`` in ``--rounds`` interleaved rounds, in this one process.
 
+A strategy name with the suffix ``_compiled`` (e.g. ``surrogate_compiled``) runs that strategy with a second GBM
+trained with compiler metadata (``use_compiled_metadata=True``): the oracle compiles its candidates on the CPU
+(:mod:`kernelcast.measurement.offline`) before they are screened. With ``--exhaustive`` the metadata compiled on
+the CPU for every configuration of the space is then compared with what the GPU worker reported
+(``offline_compile_agreement``), and every search's measurements to within 5% of the optimum are reported.
+
 Run on the GPU machine (torch and Triton there; the carried wheels give polars, optuna, lightgbm,
 scikit-learn and scipy)::
 
@@ -67,18 +73,49 @@ def as_config(row: tuple[int, int, int, int, int, int]) -> dict[str, int]:
     return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "num_stages": stages, "num_warps": warps}
 
 
-def train_surrogate(data: str, n_jobs: int) -> tuple[Any, dict[str, Any]]:
-    """GBM on every record of ``data``, cross-calibrated across (family, shape) groups."""
+def train_surrogate(data: str, n_jobs: int, **params: Any) -> tuple[Any, dict[str, Any]]:
+    """GBM (with ``params``) on every record of ``data``, cross-calibrated across (family, shape) groups."""
     from kernelcast.datasets import load
     from kernelcast.surrogate.evaluation.splits import group_labels
     from kernelcast.surrogate.gbm import GBMSurrogate
 
     frame = load(data)
     start = time.perf_counter()
-    model = GBMSurrogate(random_state=0, n_jobs=n_jobs).fit(frame)
+    model = GBMSurrogate(random_state=0, n_jobs=n_jobs, **params).fit(frame)
     model.cross_calibrate(frame, group_labels(frame, "shapes"))
     return model, {"data": data, "records": frame.height, "fit_seconds": time.perf_counter() - start,
-                   "calibration": "cross, across (family, shape) groups"}
+                   "calibration": "cross, across (family, shape) groups", "params": params}
+
+
+def offline_agreement(oracle: Any, task: Any, records: list[Any]) -> dict[str, Any]:
+    """Compile every measured configuration on the CPU and compare its metadata with the GPU worker's report."""
+    measured = [r for r in records if r.compiled is not None and r.compiled.n_regs is not None]
+    before = oracle.offline_compile_seconds
+    start = time.perf_counter()
+    frame = oracle.compiled_metadata(task, oracle.candidate_frame(task, [dict(r.config) for r in measured]))
+    fields = ("n_regs", "n_spills", "shared_bytes", "num_warps", "num_stages")
+    same = {f: 0 for f in fields}
+    mismatches = []
+    for record, row in zip(measured, frame.iter_rows(named=True), strict=True):
+        gpu = {f: getattr(record.compiled, f) for f in fields}
+        for f in fields:
+            same[f] += int(row[f] == gpu[f])
+        if any(row[f] != gpu[f] for f in fields):
+            mismatches.append({"config": dict(record.config), "gpu": gpu, "offline": {f: row[f] for f in fields}})
+    return {"configs": len(measured), "agree": same, "all_agree": len(measured) - len(mismatches),
+            "mismatches": mismatches[:20], "wall_seconds": time.perf_counter() - start,
+            "compile_cpu_seconds": oracle.offline_compile_seconds - before, "compile_jobs": oracle.compile_jobs}
+
+
+def measurements_to(result: dict[str, Any], optimum_ms: float, within: float = 0.05) -> int | None:
+    """First measurement after which the search's best measured runtime is within ``within`` of the optimum."""
+    best = math.inf
+    for i, m in enumerate(result["trajectory"], start=1):
+        if m.get("time_ms") is not None:
+            best = min(best, m["time_ms"])
+        if best <= optimum_ms * (1.0 + within):
+            return i
+    return None
 
 
 def autotune(problem: Any, inputs: dict[str, Any], out: Any) -> dict[str, Any]:
@@ -165,22 +202,23 @@ def main() -> None:
     if seen.height:
         sys.exit(f"the shape {args.shape} is in {args.data} ({seen.height} records): pick another one")
     n_jobs = os.cpu_count() or 1
+    names = args.strategies.split(",")
+    folders: dict[bool, Path] = {}
+    model_info: dict[str, Any] = {}
     if args.model is not None:
+        folders[False] = args.model
+        model_info["plain"] = {"model_dir": str(args.model)}
+    for compiled in sorted({n.endswith("_compiled") for n in names if get_strategy(
+            n.removesuffix("_compiled")).needs_surrogate} - set(folders)):
+        trained, model_info["compiled" if compiled else "plain"] = train_surrogate(
+            args.data, n_jobs, **({"use_compiled_metadata": True} if compiled else {}))
+        folders[compiled] = Path(tempfile.mkdtemp(prefix="kc-live-model-"))
+        trained.save(folders[compiled])
+
+    def fresh(compiled: bool) -> Any:
         from kernelcast.surrogate import load_surrogate
 
-        model_info: dict[str, Any] = {"model_dir": str(args.model)}
-
-        def fresh() -> Any:
-            return surrogate_for_search(load_surrogate(args.model))
-    else:
-        trained, model_info = train_surrogate(args.data, n_jobs)
-        folder = Path(tempfile.mkdtemp(prefix="kc-live-model-"))
-        trained.save(folder)
-
-        def fresh() -> Any:
-            from kernelcast.surrogate import load_surrogate
-
-            return surrogate_for_search(load_surrogate(folder))
+        return surrogate_for_search(load_surrogate(folders[compiled]))
 
     report: dict[str, Any] = {
         "shape": args.shape, "problem": problem.as_dict(), "dtype": args.dtype, "variant": "blocked",
@@ -190,17 +228,19 @@ def main() -> None:
     }
     bench = Benchmarker(mode="interpret", origin="kernelcast.search") if args.interpret else None
     with GpuOracle(["matmul"], shapes=[args.shape], dtypes=[args.dtype], variants=["blocked"],
-                   benchmarker=bench, store=args.store) as oracle:
+                   benchmarker=bench, store=args.store, compile_jobs=max(1, n_jobs - 2)) as oracle:
         (task,) = oracle.tasks()
         report["device"] = task.device
         report["space_size"] = oracle.space_size(task)
         picks: dict[str, dict[str, Any]] = {}
-        for name in args.strategies.split(","):
-            strategy = get_strategy(name)
+        for name in names:
+            strategy = get_strategy(name.removesuffix("_compiled"))
             run_dir = Path(tempfile.mkdtemp(prefix=f"kc-live-{name}-"))
+            compile_before = oracle.offline_compile_seconds
             result = run_search(task, oracle, strategy=strategy, budget=args.budget, seed=args.seed, run_dir=run_dir,
-                                surrogate=fresh() if strategy.needs_surrogate else None)
+                                surrogate=fresh(name.endswith("_compiled")) if strategy.needs_surrogate else None)
             summary = result.to_dict()
+            summary["offline_compile_cpu_seconds"] = oracle.offline_compile_seconds - compile_before
             report["searches"][name] = summary
             if result.best is not None:
                 picks[name] = dict(result.best.config)
@@ -222,6 +262,12 @@ def main() -> None:
             report["exhaustive"] = {"configs": len(every), "ok": len(ok), "seconds": time.perf_counter() - start,
                                     "optimum_ms": best.time_ms, "optimum_config": dict(best.config)}
             picks["exhaustive_optimum"] = dict(best.config)
+            for summary in report["searches"].values():
+                summary["measurements_to_5pct"] = measurements_to(summary, best.time_ms)
+            if any(n.endswith("_compiled") for n in names):
+                report["offline_compile_agreement"] = agreement = offline_agreement(oracle, task, records)
+                print(f"offline compile agrees on {agreement['all_agree']}/{agreement['configs']} configurations",
+                      flush=True)
         report["head_to_head"] = timed = time_picks(family, problem, inputs, picks, args.rounds)
         reference = timed["triton_autotune"]["median_ms"]
         for entry in timed.values():

@@ -72,6 +72,7 @@ from kernelcast.search import (
 )
 from kernelcast.search.harness import curves, plot_curves, summarize
 from kernelcast.surrogate import load_surrogate
+from kernelcast.surrogate.evaluation.protocol import parse_params
 from kernelcast.surrogate.evaluation.splits import fit_on_split, make_split
 from kernelcast.surrogate.gbm import GBMSurrogate
 
@@ -104,13 +105,14 @@ def strategy(name: str) -> Strategy:
 
 
 # -- held-out models ----------------------------------------------------------------------------------------
-def _train(frame: pl.DataFrame, kind: str, holdouts: list[str], path: Path, seed: int) -> dict[str, Any]:
-    """Train (or reuse) one GBM on ``frame`` without the held-out groups; describe its split."""
+def _train(frame: pl.DataFrame, kind: str, holdouts: list[str], path: Path, seed: int,
+           params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or reuse) one GBM (with ``params``) on ``frame`` without the held-out groups; describe its split."""
     split = make_split(frame, kind, holdouts=holdouts, seed=seed)
     described = split.describe()
     info: dict[str, Any] = {"model_dir": str(path), "holdouts": holdouts, **{k: described[k] for k in (
         "n_train", "n_calibration", "calibration_mode")}, "n_test_groups": len(described["test_groups"])}
-    estimator = GBMSurrogate(random_state=seed, n_jobs=1)
+    estimator = GBMSurrogate(random_state=seed, n_jobs=1, **(params or {}))
     if not _cached_model_fits(path, estimator, split.train):
         start = time.perf_counter()
         model = fit_on_split(estimator, split)
@@ -151,7 +153,7 @@ def shape_folds(tasks: Sequence[Task], folds: int, seed: int) -> list[list[str]]
 
 
 def held_out_models(frame: pl.DataFrame, tasks: Sequence[Task], scheme: str, model_root: Path, *, folds: int,
-                    seed: int) -> tuple[dict[Task, str], dict[str, Any]]:
+                    seed: int, params: dict[str, Any] | None = None) -> tuple[dict[Task, str], dict[str, Any]]:
     """One model per held-out group; return the model directory of each task and a description of the models.
 
     Raises
@@ -163,7 +165,7 @@ def held_out_models(frame: pl.DataFrame, tasks: Sequence[Task], scheme: str, mod
     described: dict[str, Any] = {}
     if scheme == "device":
         for device in sorted({t.device for t in tasks}):
-            info = _train(frame, "device", [f"device={device}"], model_root / device.replace(" ", "_"), seed)
+            info = _train(frame, "device", [f"device={device}"], model_root / device.replace(" ", "_"), seed, params)
             for task in tasks:
                 if task.device == device:
                     if task.device in info["_train_devices"]:
@@ -172,7 +174,8 @@ def held_out_models(frame: pl.DataFrame, tasks: Sequence[Task], scheme: str, mod
             described[device] = info
     elif scheme == "shape":
         for k, shapes in enumerate(shape_folds(tasks, folds, seed)):
-            info = _train(frame, "shapes", [f"problem={s}" for s in shapes], model_root / f"shapes_fold{k}", seed)
+            info = _train(frame, "shapes", [f"problem={s}" for s in shapes], model_root / f"shapes_fold{k}", seed,
+                          params)
             info["held_out_shapes"] = shapes
             for task in tasks:
                 if task.problem_json in shapes:
@@ -385,7 +388,8 @@ def run(args: argparse.Namespace) -> tuple[list[RunScore], list[RunScore], dict[
     oracle = ReplayOracle(frame, name=args.dataset)
     tasks = oracle.list_tasks(args.task)
     strategies = [strategy(s) for s in args.strategies.split(",")]
-    model_of, models = held_out_models(frame, tasks, args.holdout, args.model_root, folds=args.folds, seed=0)
+    model_of, models = held_out_models(frame, tasks, args.holdout, args.model_root, folds=args.folds, seed=0,
+                                       params=args.params)
 
     def surrogate_factory(task: Task) -> Any:
         model = surrogate_for_search(load_surrogate(model_of[task]))
@@ -416,7 +420,7 @@ def run(args: argparse.Namespace) -> tuple[list[RunScore], list[RunScore], dict[
                       if args.holdout == "device" else
                       "GBMSurrogate trained without any record of the task's problem shape (any family or dtype), "
                       f"shapes dealt into {args.folds} folds, cross-calibrated across the other (family, shape) "
-                      "groups"),
+                      "groups") + (f"; hyperparameters {args.params}" if args.params else ""),
         "models": models,
         "model_of_task": {t.label(): model_of[t] for t in tasks},
         "strategies": [dataclasses.asdict(s) for s in strategies],
@@ -449,6 +453,9 @@ def main() -> None:
     parser.add_argument("--reach-budget", type=int, default=1000, help="TPE alone with this budget (0: not run)")
     parser.add_argument("--small-floor", type=int, default=SMALL_FLOOR)
     parser.add_argument("--model-root", type=Path, default=Path(".cache/search_models"))
+    parser.add_argument("--param", action="append", default=[],
+                        help="GBM hyperparameter key=value (repeatable), e.g. use_compiled_metadata=true; the models "
+                             "go to a folder of --model-root named after the parameters")
     parser.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--train-only", action="store_true", help="train the held-out models and stop")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -461,12 +468,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    args.params = parse_params(args.param)
     if args.model_root is not None:
         args.model_root = args.model_root / Path(args.dataset).name
+        if args.params:
+            args.model_root = args.model_root / "_".join(f"{k}-{v}" for k, v in sorted(args.params.items()))
     if args.train_only:
         frame = load(args.dataset)
         tasks = ReplayOracle(frame, name=args.dataset).list_tasks(args.task)
-        _, models = held_out_models(frame, tasks, args.holdout, args.model_root, folds=args.folds, seed=0)
+        _, models = held_out_models(frame, tasks, args.holdout, args.model_root, folds=args.folds, seed=0,
+                                    params=args.params)
         print(json.dumps(models, indent=1))
         return
     if args.merge:

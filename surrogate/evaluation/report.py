@@ -4,8 +4,9 @@ Keys of :attr:`Evaluation.metrics` are the metric names exactly (``pairwise_accu
 ``spearman``, ``top1_score``, ``top5_score``, ``mape``, ``interval_coverage``, ``interval_width``,
 ``bin8_accuracy``, ``bin8_off_by_one``, ``ece``, ``brier``, ``log_loss`` (of calibrated pairwise
 probabilities; ``*_uncalibrated`` for ``Phi(z)``), ``aurc``, ``selective_accuracy_50/60/70/90``,
-``skip_error`` (realised ``P(SKIP | candidate beats incumbent)``, pooled over pairs), ``skip_error_task_mean``
-(the same per task, averaged over tasks), ``skip_error_target``, ``skip_rate``,
+``skip_error`` (realised ``P(SKIP | candidate beats incumbent)``, pooled over pairs), ``skip_error_ci_low`` and
+``skip_error_ci_high`` (its 95% bootstrap interval over test tasks), ``skip_error_task_mean`` (the same per
+task, averaged over tasks), ``skip_error_target``, ``skip_rate``,
 ``defer_rate``, and counts). How each is defined: :mod:`kernelcast.surrogate.evaluation.metrics`.
 
 Bins and decisions are computed as a search uses them: against a reference or incumbent whose
@@ -176,6 +177,10 @@ def evaluate_surrogate(
         skipped = kinds == Decision.SKIP.value
         out[f"skip_error{suffix}"] = M.skip_error(skipped, inc.improver)
         out[f"skip_error_task_mean{suffix}"] = M.skip_error_task_mean(skipped, inc.improver, inc.task)
+        if not suffix:
+            out["skip_error_ci_low"], out["skip_error_ci_high"] = M.skip_error_interval(
+                skipped, inc.improver, inc.task, seed=seed)
+            skipped_of_run = skipped
         out[f"skip_error_joint{suffix}"] = float(np.mean(skipped & inc.improver)) if len(inc) else math.nan
         out[f"skip_rate{suffix}"] = float(np.mean(skipped)) if len(inc) else math.nan
         out[f"defer_rate{suffix}"] = float(np.mean(kinds == Decision.DEFER.value)) if len(inc) else math.nan
@@ -208,6 +213,8 @@ def evaluate_surrogate(
             "pairwise_accuracy": float(np.mean(correct[sel])) if sel.any() else math.nan,
             "mape": M.mape(time_true[rows], time_pred[rows]),
             "interval_coverage": M.interval_coverage(y[rows], fc.log_time_lower[rows], fc.log_time_upper[rows]),
+            "skip_error": M.skip_error(skipped_of_run[inc.task == t], inc.improver[inc.task == t]),
+            "n_improver_pairs": float(inc.improver[inc.task == t].sum()),
         }
     curves = {
         "reliability": M.reliability_curve(p, outcome),

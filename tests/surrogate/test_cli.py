@@ -43,6 +43,10 @@ def test_train_then_evaluate_device_holdout(store_dir, tmp_path):
     for key in ("pairwise_accuracy", "kendall_tau", "ece", "brier", "aurc", "selective_accuracy_60", "skip_error",
                 "interval_coverage", "bin8_accuracy", "top1_score", "mape", "log_loss"):
         assert key in metrics
+    assert metrics["skip_error_ci_low"] <= metrics["skip_error"] <= metrics["skip_error_ci_high"]
+    improvers = [t["n_improver_pairs"] for t in metrics["per_task"].values()]
+    assert sum(improvers) == metrics["n_improver_pairs"]
+    assert all(0.0 <= t["skip_error"] <= 1.0 for t in metrics["per_task"].values() if t["n_improver_pairs"])
     assert metrics["split"]["test_groups"] == ["NVIDIA GeForce RTX 3090"]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "predicted_vs_measured.png", "reliability.png", "risk_coverage.png"]

@@ -110,3 +110,26 @@ def test_skip_error_task_mean_weighs_tasks_equally():
     assert M.skip_error_task_mean(skipped, improver, task) == pytest.approx((0.25 + 1.0) / 2)
     assert M.skip_error(skipped, improver) == pytest.approx(2 / 5)
     assert math.isnan(M.skip_error_task_mean(skipped, np.zeros(7, dtype=bool), task))
+
+
+def test_skip_error_interval_resamples_tasks_not_pairs():
+    rng = np.random.default_rng(0)
+    # 30 tasks of 40 improvers each: half the tasks miss 0%, half 10%; pooled rate 0.05
+    task = np.repeat(np.arange(30), 40)
+    improver = np.ones(task.size, dtype=bool)
+    skipped = np.zeros(task.size, dtype=bool)
+    for t in range(15):
+        skipped[rng.choice(np.flatnonzero(task == t), size=4, replace=False)] = True
+    low, high = M.skip_error_interval(skipped, improver, task, seed=1)
+    pooled = M.skip_error(skipped, improver)
+    assert pooled == pytest.approx(0.05)
+    assert low < pooled < high
+    # the between-task spread sets the width: the standard error over tasks is 0.05 / sqrt(30) ~ 0.009,
+    # so a 95% interval spans about 0.035; treating the 1,200 pairs as independent would give about 0.025
+    assert 0.025 < high - low < 0.05
+    # every task the same: no between-task spread, the interval collapses
+    even = np.zeros(task.size, dtype=bool)
+    for t in range(30):
+        even[np.flatnonzero(task == t)[:2]] = True
+    assert M.skip_error_interval(even, improver, task) == pytest.approx((0.05, 0.05))
+    assert all(math.isnan(v) for v in M.skip_error_interval(skipped, np.zeros(task.size, dtype=bool), task))
