@@ -176,6 +176,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default="datasets/kernelcast")
     parser.add_argument("--model", type=Path, default=None, help="a trained surrogate (default: train one here)")
+    parser.add_argument("--compiled-model", type=Path, default=None,
+                        help="a surrogate trained with compiler metadata, for the *_compiled strategies (default: "
+                             "train one here)")
     parser.add_argument("--exhaustive", action="store_true", help="also measure the whole space (the optimum)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--store", type=Path, default=None,
@@ -205,9 +208,10 @@ def main() -> None:
     names = args.strategies.split(",")
     folders: dict[bool, Path] = {}
     model_info: dict[str, Any] = {}
-    if args.model is not None:
-        folders[False] = args.model
-        model_info["plain"] = {"model_dir": str(args.model)}
+    for compiled, given in ((False, args.model), (True, args.compiled_model)):
+        if given is not None:
+            folders[compiled] = given
+            model_info["compiled" if compiled else "plain"] = {"model_dir": str(given)}
     for compiled in sorted({n.endswith("_compiled") for n in names if get_strategy(
             n.removesuffix("_compiled")).needs_surrogate} - set(folders)):
         trained, model_info["compiled" if compiled else "plain"] = train_surrogate(
