@@ -63,10 +63,15 @@ def test_a_bare_name_means_the_shipped_dataset_even_beside_a_plain_folder_of_tha
 
 def test_shipped_measured_datasets_hold_what_their_cards_say():
     counts = {name: load(name, lazy=True).group_by("status").len().collect() for name in
-              ("kernelcast", "inductor", "kernelcast_repeat", "kernelcast_live")}
+              ("kernelcast", "inductor", "kernelcast_repeat", "kernelcast_live", "kernelcast_live_rerun")}
     ok = {name: int(frame.filter(pl.col("status") == "ok")["len"].sum()) for name, frame in counts.items()}
-    assert ok == {"kernelcast": 126_388, "inductor": 3_900, "kernelcast_repeat": 6_982, "kernelcast_live": 2_120}
-    live = load("kernelcast_live", lazy=True).select("device", "problem_json").unique().collect()
-    assert live.rows() == [("NVIDIA H100 80GB HBM3", '{"K":3072,"M":2048,"N":5120}')]
+    assert ok == {"kernelcast": 126_388, "inductor": 3_900, "kernelcast_repeat": 6_982, "kernelcast_live": 2_120,
+                  "kernelcast_live_rerun": 2_120}
+    for name in ("kernelcast_live", "kernelcast_live_rerun"):
+        live = load(name, lazy=True).select("device", "problem_json").unique().collect()
+        assert live.rows() == [("NVIDIA H100 80GB HBM3", '{"K":3072,"M":2048,"N":5120}')]
+    keys = [set(load(name, lazy=True).select("config_json").collect()["config_json"].to_list())
+            for name in ("kernelcast_live", "kernelcast_live_rerun")]
+    assert keys[0] == keys[1]  # the same space, measured twice
     sources = load("inductor", lazy=True).select(pl.col("source_hash").n_unique()).collect().item()
     assert sources == 2_263
