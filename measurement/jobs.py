@@ -47,6 +47,9 @@ def classify_exception(exc: BaseException) -> Status:
     if isinstance(exc, CompilationError):
         return Status.COMPILE_ERROR
     text = str(exc).lower()
+    if "passmanager::run failed" in text:
+        # Triton's MLIR pipeline rejected the kernel: a compiler failure, even when the launch is what compiled it.
+        return Status.COMPILE_ERROR
     if "out of resource" in text or "out of memory" in text:
         return Status.OUT_OF_RESOURCES
     return Status.RUNTIME_ERROR

@@ -36,10 +36,15 @@ def test_time_kernel_agrees_with_do_bench():
     def fn():
         family.launch("blocked", config, problem, inputs, out)
 
-    ours = float(np.median(time_kernel(fn, Protocol())))
-    reference = float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
-    torch.cuda.synchronize()
-    assert abs(ours / reference - 1) < 0.03
+    # Interleaved rounds, so that clock and power drift over the test (a 4096^3 matmul draws full power) falls
+    # on both timers alike rather than on whichever runs second.
+    ours, reference = [], []
+    for _ in range(3):
+        ours.append(float(np.median(time_kernel(fn, Protocol()))))
+        reference.append(float(do_bench(fn, warmup=25, rep=100, return_mode="median")))
+        torch.cuda.synchronize()
+    ratio = float(np.median(ours)) / float(np.median(reference))
+    assert abs(ratio - 1) < 0.03, f"time_kernel {ours} ms against do_bench {reference} ms"
 
 
 def test_gpu_faults_become_records():

@@ -7,12 +7,15 @@ compiled kernel in Triton's cache (same arguments, same specialisation) and matc
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 import torch
 
 from kernelcast.measurement.families import Family, get_family
+from kernelcast.measurement.jobs import classify_exception
+from kernelcast.measurement.records import Status
 from kernelcast.measurement.space import DeviceLimits, Problem
 
 pytestmark = pytest.mark.gpu
@@ -21,10 +24,26 @@ NAMES = ("softmax", "layernorm", "rmsnorm", "bias_gelu", "rowsum", "transpose")
 CASES = [(name, variant) for name in NAMES for variant in get_family(name).variants]
 
 
-def _valid_config(family: Family, variant: str, problem: Problem, limits: DeviceLimits, seed: int) -> dict | None:
+def _valid_configs(family: Family, variant: str, problem: Problem, limits: DeviceLimits, seed: int):
     configs = list(family.space(variant))
     random.Random(seed).shuffle(configs)
-    return next((c for c in configs if family.check_config(variant, c, problem, limits) is None), None)
+    return (c for c in configs if family.check_config(variant, c, problem, limits) is None)
+
+
+def _compiled(family: Family, variant: str, problem: Problem, limits: DeviceLimits, seed: int, tries: int = 25):
+    """The first of the seeded valid configs that Triton compiles, with its kernels; ``(None, [])`` if none.
+
+    Triton 3.6's compiler rejects some valid configurations outright (softmax ``two_pass`` in float32:
+    "PassManager::run failed" in TritonGPUOptimizeThreadLocality), which the benchmarker records as
+    ``compile_error``; the test moves on to the next configuration, and any other exception fails it.
+    """
+    for config in itertools.islice(_valid_configs(family, variant, problem, limits, seed), tries):
+        try:
+            return config, family.compile(variant, config, problem)
+        except Exception as exc:  # noqa: BLE001 - classified below; anything but a compiler rejection re-raised
+            if classify_exception(exc) is not Status.COMPILE_ERROR:
+                raise
+    return None, []
 
 
 def _cached_kernels(family: Family, variant: str) -> int:
@@ -41,10 +60,9 @@ def test_compiled_kernel_is_launched_and_correct(name, variant, dtype):
     ran = 0
     for index, shape in enumerate(family.default_shapes):
         problem = family.problem(shape, dtype)
-        config = _valid_config(family, variant, problem, limits, seed=index)
+        config, compiled = _compiled(family, variant, problem, limits, seed=index)
         if config is None:
             continue
-        compiled = family.compile(variant, config, problem)
         assert compiled
         assert all(k is not None for k in compiled)
         for kernel in compiled:
