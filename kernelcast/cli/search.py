@@ -2,13 +2,16 @@
 
 With no arguments and no GPU it runs the main job: the complete tasks of the shipped Kernel Tuner dataset on the
 GPU the shipped surrogate was not trained on (the RTX 3090), replayed, searched by the surrogate and by TPE alone
-at equal budget, and prints a table.
+at equal budget, and prints a table. With a GPU it measures kernelcast's matmul there. Without ``--surrogate`` each
+task gets the shipped model of its kind: :data:`DEFAULT_KERNELCAST_MODEL` for kernelcast's own families,
+:data:`DEFAULT_MODEL` for the imported ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,7 +23,13 @@ DEFAULT_DATASET = "kernel_tuner"
 """Shipped dataset replayed when no oracle is given and no GPU is present (a name under ``datasets/``)."""
 
 DEFAULT_MODEL = "gbm_kernel_tuner"
-"""Shipped surrogate used when ``--surrogate`` is not given (a model directory under ``models/``)."""
+"""Shipped surrogate used when ``--surrogate`` is not given, for tasks of families kernelcast does not define
+(the imported Kernel Tuner kernels): a model directory under ``models/``."""
+
+DEFAULT_KERNELCAST_MODEL = "gbm_kernelcast"
+"""Shipped surrogate used when ``--surrogate`` is not given, for tasks of kernelcast's own Triton families (the
+GPU oracle, a replay of ``datasets/kernelcast``): trained on every record of ``datasets/kernelcast`` with compiler
+metadata, which the search gets before screening (compiled on the CPU, or stored)."""
 
 DEFAULT_TASK = "device=3090"
 """Tasks of the main job: the shipped surrogate was trained with ``--holdout device=3090``, so the RTX 3090's
@@ -55,7 +64,8 @@ def search(
         "--oracle", help="'gpu' (measure kernelcast families here) or 'replay:DIR' (a dataset folder or shipped "
         f"dataset name). Default: gpu when a GPU is present, else replay:{DEFAULT_DATASET}.")] = None,
     surrogate: Annotated[Path | None, typer.Option(
-        "--surrogate", help=f"Surrogate model directory. Default: models/{DEFAULT_MODEL}.")] = None,
+        "--surrogate", help=f"Surrogate model directory. Default: models/{DEFAULT_KERNELCAST_MODEL} for "
+        f"kernelcast's own kernel families, models/{DEFAULT_MODEL} for the others.")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per task and strategy (0..S-1).")] = 1,
     storage: Annotated[str | None, typer.Option(
         "--storage", help="One Optuna storage for every study: a journal file, a .db file (SQLite) or a URL. "
@@ -86,7 +96,7 @@ def search(
                 return
             strategies = parse_strategies(strategy or [DEFAULT_STRATEGIES])
             tasks = the_oracle.list_tasks(task)
-            factory = _surrogate_factory(surrogate) if any(s.needs_surrogate for s in strategies) else None
+            factory = _surrogate_factory(surrogate, tasks) if any(s.needs_surrogate for s in strategies) else None
             if storage is not None and run_dir is None:
                 run_dir = Path(storage).parent / "runs" if "://" not in storage else Path("kernelcast-search-runs")
             total = len(tasks) * len(strategies) * seeds
@@ -145,23 +155,34 @@ def _make_oracle(spec: str | None, selector: str | None, shapes: list[str] | Non
     )
 
 
-def _surrogate_factory(path: Path | None):  # noqa: ANN202 - a task -> Surrogate callable
+def shipped_model(family: str) -> Path:
+    """The shipped surrogate for a task of ``family``.
+
+    :data:`DEFAULT_KERNELCAST_MODEL` for kernelcast's own families, :data:`DEFAULT_MODEL` otherwise.
+    """
+    from kernelcast.measurement.families import family_names
+    from kernelcast.models import __file__ as models_init
+
+    name = DEFAULT_KERNELCAST_MODEL if family in family_names() else DEFAULT_MODEL
+    return Path(models_init).parent / name
+
+
+def _surrogate_factory(path: Path | None, tasks) -> Callable[[Any], Any]:  # noqa: ANN001 - a list of Tasks
     from kernelcast.exceptions import InvalidParameterError
     from kernelcast.search import surrogate_for_search
-
-    if path is None:
-        from kernelcast.models import __file__ as models_init
-
-        path = Path(models_init).parent / DEFAULT_MODEL
-        if not path.exists():
-            raise InvalidParameterError(
-                f"The shipped surrogate {str(path)!r} is not there yet; pass --surrogate MODEL_DIR, or search without "
-                "one (--strategy tpe,random)."
-            )
     from kernelcast.surrogate import load_surrogate
 
-    load_surrogate(path)  # fail now, naming the model, rather than in the middle of the runs
-    return lambda task: surrogate_for_search(load_surrogate(path))
+    paths = {task: path if path is not None else shipped_model(task.family) for task in tasks}
+    for chosen in sorted(set(paths.values())):
+        if path is None and not chosen.exists():
+            raise InvalidParameterError(
+                f"The shipped surrogate {str(chosen)!r} is not there yet; pass --surrogate MODEL_DIR, or search "
+                "without one (--strategy tpe,random)."
+            )
+        load_surrogate(chosen)  # fail now, naming the model, rather than in the middle of the runs
+        if path is None:
+            err_console.print(f"surrogate: {chosen}", highlight=False)
+    return lambda task: surrogate_for_search(load_surrogate(paths[task]))
 
 
 def _print_tasks(oracle, selector: str | None) -> None:  # noqa: ANN001 - an Oracle
