@@ -19,7 +19,6 @@ Triton state, and any GPU it uses, are never touched.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import multiprocessing
@@ -146,6 +145,9 @@ class OfflineCompiler:
         Compute capability to compile for (``"9.0"``: H100/H200).
     n_jobs : int, default=1
         Compile worker processes.
+    timeout_s : float, default=300.0
+        Longest a compile may take (s), as the benchmarker's ``Protocol.compile_timeout_s``; a candidate still
+        compiling then gets an error instead of metadata, and the workers are replaced.
 
     Notes
     -----
@@ -154,14 +156,17 @@ class OfflineCompiler:
     the surrogate treats as not compiled. Use it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, capability: str | tuple[int, int] = "9.0", n_jobs: int = 1) -> None:
+    def __init__(self, capability: str | tuple[int, int] = "9.0", n_jobs: int = 1, timeout_s: float = 300.0) -> None:
         if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs < 1:
             raise InvalidParameterError(f"n_jobs={n_jobs!r} must be a positive integer")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+            raise InvalidParameterError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
         self.capability = parse_capability(capability)
         self.n_jobs = n_jobs
+        self.timeout_s = float(timeout_s)
         self.cache: dict[tuple[str, ...], dict[str, Any]] = {}
         self.compile_seconds = 0.0
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: Any = None  # a multiprocessing Pool (spawned), started on first use
 
     def __enter__(self) -> OfflineCompiler:
         return self
@@ -170,17 +175,16 @@ class OfflineCompiler:
         self.close()
 
     def close(self) -> None:
-        """Stop the worker processes."""
+        """Stop the worker processes (at once: a compile still running is abandoned)."""
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            self._pool.terminate()
+            self._pool.join()
             self._pool = None
 
-    def _workers(self) -> concurrent.futures.ProcessPoolExecutor:
+    def _workers(self) -> Any:
         if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.n_jobs, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_install_driver, initargs=(self.capability,),
-            )
+            self._pool = multiprocessing.get_context("spawn").Pool(
+                processes=self.n_jobs, initializer=_install_driver, initargs=(self.capability,))
         return self._pool
 
     @staticmethod
@@ -209,15 +213,34 @@ class OfflineCompiler:
                 todo[key] = self._payload(row)
             except (KeyError, ValueError, TypeError, InvalidParameterError) as exc:
                 self.cache[key] = {"metadata": {}, "error": f"{type(exc).__name__}: {exc}", "compile_s": 0.0}
+        abandoned: dict[tuple[str, ...], dict[str, Any]] = {}
         if todo:
             pool = self._workers()
-            for key, result in zip(todo, pool.map(_compile_one, todo.values()), strict=True):
+            pending = [(key, pool.apply_async(_compile_one, (payload,))) for key, payload in todo.items()]
+            # Jobs run n_jobs at a time, so the i-th may wait for i // n_jobs earlier ones before it starts.
+            start = time.monotonic()
+            stuck = False
+            for i, (key, job) in enumerate(pending):
+                wait = self.timeout_s * (i // self.n_jobs + 1) - (time.monotonic() - start)
+                try:
+                    result = job.get(timeout=0.0 if stuck else max(wait, 0.0))
+                except multiprocessing.TimeoutError:
+                    error = {"metadata": {}, "compile_s": 0.0}
+                    if stuck:  # not given its own time: not cached, so a later call compiles it again
+                        abandoned[key] = {**error, "error": "abandoned: the compile workers were restarted"}
+                        continue
+                    stuck = True
+                    result = {**error, "error": f"TimeoutError: no compile result within {self.timeout_s:g} s",
+                              "compile_s": self.timeout_s}
                 self.cache[key] = result
                 self.compile_seconds += result["compile_s"]
                 if result["error"]:
                     logger.debug("offline compile of %s failed: %s", key, result["error"])
+            if stuck:
+                logger.warning("an offline compile ran past %g s; restarting the compile workers", self.timeout_s)
+                self.close()
         for key in keys:
-            yield self.cache[key]
+            yield self.cache[key] if key in self.cache else abandoned[key]
 
     def annotate(self, frame: pl.DataFrame) -> pl.DataFrame:
         """``frame`` with :data:`COMPILED_COLUMNS` from compiling its rows (missing where a row did not compile).

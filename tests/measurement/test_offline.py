@@ -100,3 +100,24 @@ def test_metadata_already_in_the_frame_is_kept(recorded):
         out = compiler.annotate(frame)
         assert compiler.compile_seconds == 0.0
     assert out["n_regs"].to_list() == [7, 7, 7]
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1.0, True, "300"])
+def test_timeout_must_be_a_positive_number(timeout_s):
+    with pytest.raises(InvalidParameterError, match="timeout_s"):
+        OfflineCompiler("9.0", timeout_s=timeout_s)
+
+
+@needs_tools
+def test_a_compile_past_the_timeout_gets_an_error_and_the_workers_are_replaced(recorded):
+    rows = recorded.select(CANDIDATE).head(2).to_dicts()
+    with OfflineCompiler("9.0", timeout_s=0.001) as compiler:  # the spawned workers take longer than that to start
+        first, second = compiler.compile(rows)
+        assert first["error"].startswith("TimeoutError") and not first["metadata"]
+        assert second["error"].startswith("abandoned") and not second["metadata"]
+        assert compiler._pool is None  # stopped, to be started afresh
+        compiler.timeout_s = 300.0
+        again_first, again_second = compiler.compile(rows)
+    assert again_first is first  # a compile that used up its time is not tried again
+    assert again_second["error"] is None  # one abandoned for another's timeout is
+    assert again_second["metadata"]["n_regs"] == recorded["n_regs"][1]
