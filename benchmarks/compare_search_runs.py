@@ -1,6 +1,7 @@
 """Paired comparison of two ``search_replay.py`` result files: the same tasks and seeds, one strategy each.
 
-For every (task, seed) present in both files (strategy ``--strategy``), compares the best-found speed
+For every (task, seed) present in both files (strategy ``--strategy`` in A, ``--strategy-b`` in B, the same by
+default), compares the best-found speed
 (``optimum / runtime of the pick``), whether the run got within 5% of the optimum, and the measurements it took
 to get there. Differences come with 95% percentile bootstrap intervals over tasks (the seeds of one task share
 its space, so tasks are the independent draws).
@@ -37,12 +38,14 @@ def _interval(per_task: np.ndarray, weights: np.ndarray, rng: np.random.Generato
     return [float(q) for q in np.quantile(stats, [0.025, 0.975])]
 
 
-def compare(a: Path, b: Path, strategy: str, n_boot: int = 5000, seed: int = 0) -> dict[str, Any]:
-    """The paired summary of ``b`` against ``a``."""
-    runs_a, runs_b = _runs(a, strategy), _runs(b, strategy)
+def compare(a: Path, b: Path, strategy: str, strategy_b: str | None = None, n_boot: int = 5000,
+            seed: int = 0) -> dict[str, Any]:
+    """The paired summary of ``b``'s runs of ``strategy_b`` (default ``strategy``) against ``a``'s of ``strategy``."""
+    strategy_b = strategy_b or strategy
+    runs_a, runs_b = _runs(a, strategy), _runs(b, strategy_b)
     keys = sorted(set(runs_a) & set(runs_b))
     if not keys:
-        raise SystemExit(f"no (task, seed) of strategy {strategy!r} is in both files")
+        raise SystemExit(f"no (task, seed) is in both files (strategies {strategy!r} and {strategy_b!r})")
     tasks = sorted({k[0] for k in keys})
     task_of = np.array([tasks.index(k[0]) for k in keys])
     speed = {s: np.array([r[k]["speed"] for k in keys]) for s, r in (("a", runs_a), ("b", runs_b))}
@@ -54,7 +57,7 @@ def compare(a: Path, b: Path, strategy: str, n_boot: int = 5000, seed: int = 0) 
     d_within = np.bincount(task_of, weights=within["b"].astype(float) - within["a"].astype(float))
     d_speed = np.bincount(task_of, weights=speed["b"] - speed["a"])
     return {
-        "n_runs": len(keys), "n_tasks": len(tasks), "strategy": strategy,
+        "n_runs": len(keys), "n_tasks": len(tasks), "strategy": strategy, "strategy_b": strategy_b,
         "within_5pct": {"a": int(within["a"].sum()), "b": int(within["b"].sum()),
                         "only_a": int((within["a"] & ~within["b"]).sum()),
                         "only_b": int((within["b"] & ~within["a"]).sum())},
@@ -75,6 +78,7 @@ def main() -> int:
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--strategy", default="surrogate")
+    parser.add_argument("--strategy-b", default=None, help="the strategy of B's runs (default: --strategy)")
     parser.add_argument("--labels", default="a,b", help="names of the two files' runs, for the JSON")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
@@ -82,7 +86,7 @@ def main() -> int:
     if len(labels) != 2:
         raise SystemExit(f"--labels={args.labels!r} must name two runs, e.g. plain,compiled")
     out = {"a": {"label": labels[0], "file": str(args.a)}, "b": {"label": labels[1], "file": str(args.b)},
-           **compare(args.a, args.b, args.strategy),
+           **compare(args.a, args.b, args.strategy, args.strategy_b),
            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": " ".join([".venv/bin/python", "benchmarks/compare_search_runs.py", *sys.argv[1:]])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
