@@ -28,7 +28,6 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = ("n_regs", "n_spills", "shared_bytes", "num_warps", "num_stages")
 
 
 def sample(frame: pl.DataFrame, per_kernel: int, seed: int) -> pl.DataFrame:
@@ -43,6 +42,7 @@ def main() -> int:
 
     from kernelcast.datasets.store import Store
     from kernelcast.measurement.offline import OfflineCompiler
+    from kernelcast.measurement.records import COMPILED_COLUMNS as COLUMNS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "datasets" / "kernelcast")

@@ -89,11 +89,12 @@ def train_surrogate(data: str, n_jobs: int, **params: Any) -> tuple[Any, dict[st
 
 def offline_agreement(oracle: Any, task: Any, records: list[Any]) -> dict[str, Any]:
     """Compile every measured configuration on the CPU and compare its metadata with the GPU worker's report."""
+    from kernelcast.measurement.records import COMPILED_COLUMNS as fields
+
     measured = [r for r in records if r.compiled is not None and r.compiled.n_regs is not None]
     before = oracle.offline_compile_seconds
     start = time.perf_counter()
     frame = oracle.compiled_metadata(task, oracle.candidate_frame(task, [dict(r.config) for r in measured]))
-    fields = ("n_regs", "n_spills", "shared_bytes", "num_warps", "num_stages")
     same = {f: 0 for f in fields}
     mismatches = []
     for record, row in zip(measured, frame.iter_rows(named=True), strict=True):

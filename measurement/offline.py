@@ -91,6 +91,16 @@ def _install_driver(capability: tuple[int, int]) -> None:
     driver.set_active(_TargetOnlyDriver(capability))
 
 
+def tools_available() -> bool:
+    """Whether this Triton has its NVIDIA backend's ``ptxas`` and ``cuobjdump``, which offline compiles need."""
+    try:
+        from triton import knobs
+
+        return os.path.isfile(knobs.nvidia.cuobjdump.path) and os.path.isfile(knobs.nvidia.ptxas.path)
+    except Exception:  # noqa: BLE001 - a Triton without an NVIDIA backend, or one that fails to import
+        return False
+
+
 def resource_usage(cubin: bytes) -> dict[str, int]:
     """Registers, stack, static shared memory and local memory (bytes) of a cubin, by ``cuobjdump -res-usage``.
 

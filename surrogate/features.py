@@ -74,7 +74,6 @@ DTYPE_BYTES: dict[str, float] = {
 }
 """Bytes per element of the dtypes kernelcast and the importers write."""
 
-
 DEVICE_FEATURES: tuple[str, ...] = (
     "sm_count", "mem_bandwidth_gbs", "fp32_tflops", "fp16_tensor_tflops", "l2_mb", "compute_capability",
     "regs_per_sm", "shared_kb_per_sm", "max_threads_per_sm", "boost_clock_mhz",

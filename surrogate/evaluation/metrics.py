@@ -237,6 +237,20 @@ def skip_error(skipped: np.ndarray, improver: np.ndarray) -> float:
     return float(np.mean(skipped[improver])) if improver.any() else math.nan
 
 
+def skip_misses_by_task(
+    skipped: np.ndarray, improver: np.ndarray, task: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per task with at least one improver: its label, its skipped improvers and its improvers.
+
+    Returns ``(tasks, missed, counts)``, each of shape ``(n_tasks,)``; empty without improvers.
+    """
+    skipped = np.asarray(skipped, dtype=bool)
+    improver = np.asarray(improver, dtype=bool)
+    tasks, unit, counts = np.unique(np.asarray(task)[improver], return_inverse=True, return_counts=True)
+    missed = np.bincount(unit.reshape(-1), weights=skipped[improver].astype(np.float64), minlength=tasks.size)
+    return tasks, missed, counts
+
+
 def skip_error_interval(
     skipped: np.ndarray, improver: np.ndarray, task: np.ndarray, *, level: float = 0.95, n_boot: int = 2000,
     seed: int = 0,
@@ -247,13 +261,9 @@ def skip_error_interval(
     draws: with a few dozen test tasks the realised skip error of one split varies by several points around
     what the rule guarantees in expectation. ``(nan, nan)`` without improvers.
     """
-    skipped = np.asarray(skipped, dtype=bool)
-    improver = np.asarray(improver, dtype=bool)
-    task = np.asarray(task)[improver]
-    if task.size == 0:
+    _, missed, counts = skip_misses_by_task(skipped, improver, task)
+    if counts.size == 0:
         return math.nan, math.nan
-    _, unit, counts = np.unique(task, return_inverse=True, return_counts=True)
-    missed = np.bincount(unit.reshape(-1), weights=skipped[improver].astype(np.float64))
     draws = np.random.default_rng(seed).integers(0, counts.size, size=(n_boot, counts.size))
     rates = missed[draws].sum(axis=1) / counts[draws].sum(axis=1)
     low, high = np.quantile(rates, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
@@ -266,10 +276,5 @@ def skip_error_task_mean(skipped: np.ndarray, improver: np.ndarray, task: np.nda
     The quantity the skip rule's guarantee bounds when its unit is the task; :func:`skip_error` pools the
     pairs instead, so tasks with many candidates weigh more there.
     """
-    skipped = np.asarray(skipped, dtype=bool)
-    improver = np.asarray(improver, dtype=bool)
-    task = np.asarray(task)[improver]
-    if task.size == 0:
-        return math.nan
-    _, unit, counts = np.unique(task, return_inverse=True, return_counts=True)
-    return float(np.mean(np.bincount(unit.reshape(-1), weights=skipped[improver].astype(np.float64)) / counts))
+    _, missed, counts = skip_misses_by_task(skipped, improver, task)
+    return float(np.mean(missed / counts)) if counts.size else math.nan

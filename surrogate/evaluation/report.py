@@ -177,13 +177,15 @@ def evaluate_surrogate(
         skipped = kinds == Decision.SKIP.value
         out[f"skip_error{suffix}"] = M.skip_error(skipped, inc.improver)
         out[f"skip_error_task_mean{suffix}"] = M.skip_error_task_mean(skipped, inc.improver, inc.task)
-        if not suffix:
-            out["skip_error_ci_low"], out["skip_error_ci_high"] = M.skip_error_interval(
-                skipped, inc.improver, inc.task, seed=seed)
-            skipped_of_run = skipped
         out[f"skip_error_joint{suffix}"] = float(np.mean(skipped & inc.improver)) if len(inc) else math.nan
         out[f"skip_rate{suffix}"] = float(np.mean(skipped)) if len(inc) else math.nan
         out[f"defer_rate{suffix}"] = float(np.mean(kinds == Decision.DEFER.value)) if len(inc) else math.nan
+
+    skipped = np.array([d.value for d in runs[""]]) == Decision.SKIP.value
+    out["skip_error_ci_low"], out["skip_error_ci_high"] = M.skip_error_interval(
+        skipped, inc.improver, inc.task, seed=seed)
+    task_ids_, missed, improvers = M.skip_misses_by_task(skipped, inc.improver, inc.task)
+    missed_by_task = dict(zip(task_ids_.tolist(), zip(missed.tolist(), improvers.tolist(), strict=True), strict=True))
 
     # -- failures -----------------------------------------------------------------------------------
     if fc.p_fail is not None and test.height > frame.height:
@@ -204,6 +206,7 @@ def evaluate_surrogate(
     for t in np.unique(tasks):
         rows = tasks == t
         sel = pairs.task == t
+        skip_m, skip_n = missed_by_task.get(t.item(), (0.0, 0))
         per_task[str(labels[rows][0])] = {
             "n_records": float(rows.sum()),
             "kendall_tau": M.kendall_tau(y[rows], fc.log_time_mean[rows]),
@@ -213,8 +216,8 @@ def evaluate_surrogate(
             "pairwise_accuracy": float(np.mean(correct[sel])) if sel.any() else math.nan,
             "mape": M.mape(time_true[rows], time_pred[rows]),
             "interval_coverage": M.interval_coverage(y[rows], fc.log_time_lower[rows], fc.log_time_upper[rows]),
-            "skip_error": M.skip_error(skipped_of_run[inc.task == t], inc.improver[inc.task == t]),
-            "n_improver_pairs": float(inc.improver[inc.task == t].sum()),
+            "skip_error": skip_m / skip_n if skip_n else math.nan,
+            "n_improver_pairs": float(skip_n),
         }
     curves = {
         "reliability": M.reliability_curve(p, outcome),

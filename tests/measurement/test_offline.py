@@ -9,23 +9,14 @@ import polars as pl
 import pytest
 
 from kernelcast.exceptions import InvalidParameterError
-from kernelcast.measurement.offline import OfflineCompiler, parse_capability, resource_usage
+from kernelcast.measurement.offline import OfflineCompiler, parse_capability, resource_usage, tools_available
 from kernelcast.measurement.records import COMPILED_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CANDIDATE = ["family", "variant", "source_hash", "config_json", "problem_json", "dtype", "device"]
 
 
-def _have_nvidia_tools() -> bool:
-    try:
-        from triton import knobs
-
-        return Path(knobs.nvidia.cuobjdump.path).is_file() and Path(knobs.nvidia.ptxas.path).is_file()
-    except Exception:  # noqa: BLE001 - a Triton without its NVIDIA backend: the tests below skip
-        return False
-
-
-needs_tools = pytest.mark.skipif(not _have_nvidia_tools(), reason="Triton's wheel has no ptxas/cuobjdump here")
+needs_tools = pytest.mark.skipif(not tools_available(), reason="Triton's wheel has no ptxas/cuobjdump here")
 
 
 @pytest.fixture(scope="module")

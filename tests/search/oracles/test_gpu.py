@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from kernelcast.measurement.offline import tools_available
 from kernelcast.measurement.records import Status
 from kernelcast.search import GpuOracle, run_search
 
@@ -45,18 +46,7 @@ def test_gpu_oracle_keeps_every_measurement_in_its_store(tmp_path):
     assert frame["source_hash"].n_unique() == 1
 
 
-def _have_nvidia_tools() -> bool:
-    from pathlib import Path
-
-    try:
-        from triton import knobs
-
-        return Path(knobs.nvidia.cuobjdump.path).is_file() and Path(knobs.nvidia.ptxas.path).is_file()
-    except Exception:  # noqa: BLE001 - a Triton without its NVIDIA backend
-        return False
-
-
-@pytest.mark.skipif(not _have_nvidia_tools(), reason="Triton's wheel has no ptxas/cuobjdump here")
+@pytest.mark.skipif(not tools_available(), reason="Triton's wheel has no ptxas/cuobjdump here")
 def test_gpu_oracle_compiles_candidates_for_their_metadata_without_measuring():
     """On the CPU: the oracle's device limits name the compute capability, the candidates are compiled for it,
     and nothing is measured or charged."""
